@@ -1,0 +1,179 @@
+"""The ``onnxviz`` command: parse, call the library, report. The only place that prints or exits.
+
+    onnxviz summary  MODEL [--json]
+    onnxviz filters  MODEL [--layer L]... [--max N] [--rgb] -o OUT
+    onnxviz features MODEL IMAGE [--layer L]... [--max N] [--preprocess P] [--size H W]
+                     [--raw-conv] [--shared] -o OUT
+
+Exit codes: 0 success; 1 failure, with one ``error: …`` line on stderr (a traceback only
+with ``--debug``); 2 bad usage. ``main(argv)`` returns the code instead of exiting, so it
+can be tested in-process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+
+from . import __version__
+from .errors import OnnxvizError, OnnxvizWarning
+
+__all__ = ["main"]
+
+PRESETS = ("caffe", "torch", "tf", "unit", "raw")  # checked against preprocess.PRESETS in tests
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, not {value}")
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show the full traceback of an error")
+    p = argparse.ArgumentParser(
+        prog="onnxviz", parents=[common],
+        description="See the filters and feature maps of any ONNX convolutional network.")
+    p.add_argument("--version", action="version", version=f"onnxviz {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    s = sub.add_parser("summary", parents=[common], help="list the conv layers of a model")
+    s.add_argument("model", metavar="MODEL")
+    s.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    layer_help = ("a layer by index, name, ONNX name or glob (block*_conv3); repeat for several")
+    f = sub.add_parser("filters", parents=[common], help="draw a layer's filters")
+    f.add_argument("model", metavar="MODEL")
+    f.add_argument("--layer", action="append", metavar="L", help=layer_help + "; default: the first")
+    f.add_argument("--max", type=_positive, metavar="N", help="filters to draw (default 16, 64 with --rgb)")
+    f.add_argument("--rgb", action="store_true", help="each 3-channel filter as one colour image")
+    f.add_argument("-o", "--output", required=True, metavar="OUT", help="PNG to write")
+
+    m = sub.add_parser("features", parents=[common], help="draw feature maps for an image")
+    m.add_argument("model", metavar="MODEL")
+    m.add_argument("image", metavar="IMAGE")
+    m.add_argument("--layer", action="append", metavar="L",
+                   help=layer_help + "; default: the last conv of every stage")
+    m.add_argument("--max", type=_positive, default=64, metavar="N", help="maps per layer (default 64)")
+    m.add_argument("--preprocess", choices=PRESETS, metavar="P",
+                   help=f"one of {', '.join(PRESETS)} (default: the model's metadata, else raw)")
+    m.add_argument("--size", type=_positive, nargs=2, metavar=("H", "W"),
+                   help="input size for models with dynamic spatial dims")
+    m.add_argument("--raw-conv", action="store_true", help="the conv output, before bias/BN/activation")
+    m.add_argument("--shared", action="store_true", help="one colour scale for all maps of a layer")
+    m.add_argument("-o", "--output", required=True, metavar="OUT", help="PNG to write")
+    return p
+
+
+def _fmt(shape) -> str:
+    return "×".join(str(d) for d in shape) if shape else "?"
+
+
+def _summary(args) -> int:
+    from .model import load
+
+    model = load(args.model)
+    info = model.summary()
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    inp = info["input"]
+    print(f"model   {info['path']}  ({info['producer'] or 'unknown producer'}, "
+          f"opset {info['opset'].get('ai.onnx', '?')})")
+    if inp:
+        print(f"input   {inp['name']}  {inp['layout']} {inp['shape']}  images → "
+              f"{_fmt(inp['size'])} ({inp['size_from']})  preprocess: {info['preprocess'] or 'none given (raw)'}")
+    rows = [("#", "layer", "op", "filters", "group", "stride", "feature map", "after")]
+    for l in info["layers"]:
+        rows.append((str(l["index"]), l["name"], l["op"], _fmt(l["filter_shape"]), str(l["group"]),
+                     ",".join(map(str, l["strides"])) or "1", _fmt(l["output_shape"]),
+                     l["activation"] or "-"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    return 0
+
+
+def _filters(args) -> int:
+    from .model import load
+    from .output import check_target, layer_paths
+    from .render import filter_image, save_png
+
+    check_target(args.output, protect=[args.model])
+    model = load(args.model)
+    layers = model.select(args.layer if args.layer else [0])
+    paths = layer_paths(args.output, [l.name for l in layers])
+    for p in paths.values():
+        check_target(p, protect=[args.model])
+    figs = [(l, filter_image(model, l, max=args.max, rgb=args.rgb)) for l in layers]
+    for layer, fig in figs:
+        print(f"wrote {save_png(fig, paths[layer.name])}  ({layer.name}: filters {_fmt(layer.filter_shape)})")
+    return 0
+
+
+def _features(args) -> int:
+    from .model import load
+    from .output import check_target, layer_paths
+    from .render import feature_map_image, save_png
+
+    check_target(args.output, protect=[args.model, args.image])
+    model = load(args.model)
+    layers = model.select(args.layer) if args.layer else model.stage_ends()
+    paths = layer_paths(args.output, [l.name for l in layers])
+    for p in paths.values():
+        check_target(p, protect=[args.model, args.image])
+    maps = model.feature_maps(args.image, layers, preprocess=args.preprocess,
+                              size=tuple(args.size) if args.size else None, raw_conv=args.raw_conv)
+    figs = [(name, feature_map_image(fm, name, max=args.max, shared=args.shared)) for name, fm in maps.items()]
+    for name, fig in figs:
+        print(f"wrote {save_png(fig, paths[name])}  ({name}: {_fmt(maps[name].shape[1:])})")
+    return 0
+
+
+_COMMANDS = {"summary": _summary, "filters": _filters, "features": _features}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; return the exit code (0 ok, 1 error, 2 usage)."""
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # argparse exits 2 on bad usage and 0 on --help/--version
+        return int(e.code or 0)
+    debug = getattr(args, "debug", False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", OnnxvizWarning)
+        try:
+            code = _COMMANDS[args.command](args)
+        except OnnxvizError as e:
+            if debug:
+                raise
+            code = _error(str(e))
+        except KeyboardInterrupt:
+            code = _error("interrupted")
+        except MemoryError:
+            if debug:
+                raise
+            code = _error("out of memory; try fewer layers, a smaller --size or a smaller batch")
+        except Exception as e:  # a bug of ours: still one line, the traceback with --debug
+            if debug:
+                raise
+            code = _error(f"internal error: {type(e).__name__}: {' '.join(str(e).split())} "
+                          "(run with --debug for the traceback)")
+    for w in caught:
+        if issubclass(w.category, OnnxvizWarning):
+            print(f"warning: {w.message}", file=sys.stderr)
+    return code
+
+
+def _error(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 1

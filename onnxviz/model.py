@@ -1,0 +1,523 @@
+"""Open an ONNX model and describe its convolutions, without reading its weight bytes.
+
+:func:`load` is the entry point: it walks the file's protobuf encoding, keeps the graph and
+skips the weights (see :mod:`onnxviz._wire`), then builds, once, the typed lookups every
+later step uses (producers, consumers, initializers) and the table of conv layers.
+
+>>> import onnxviz
+>>> m = onnxviz.load("models/demo.onnx")                     # doctest: +SKIP
+>>> [layer.name for layer in m.layers][:2]                   # doctest: +SKIP
+['block1_conv1', 'block1_conv2']
+>>> m.filters("block1_conv1").shape                          # doctest: +SKIP
+(16, 3, 3, 3)
+>>> fm = m.feature_maps("photo.jpg", layers="block1_*")      # doctest: +SKIP
+
+A layer's *feature map* is the tensor after its activation: from the conv output, follow
+single-consumer nodes through a bias ``Add``/``Mul``/``Sub``/``Div`` with a constant,
+``BatchNormalization``/``InstanceNormalization`` and QDQ pairs, then one activation
+(``Relu``, ``LeakyRelu``, ``PRelu``, ``Clip``, ``HardSwish``, ``Tanh``, ``Elu``, ``Selu``,
+``Gelu``, ``Sigmoid``, ``Softplus``, ``Mish``, or ``x * Sigmoid(x)`` / ``x * HardSigmoid(x)``).
+A fan-out, a residual ``Add``, pooling or ``Concat`` ends it.
+
+Model metadata (``metadata_props``) that onnxviz reads — ``scripts/keras_export.py`` writes it:
+
+=========================  ==========================================================
+``onnxviz.preprocess``     preset name: ``caffe``, ``torch``, ``tf``, ``unit`` or ``raw``
+``onnxviz.channel_order``  ``RGB`` or ``BGR``: what the first conv sees (default: from preset)
+``onnxviz.input_size``     ``"H,W"``, used when the input's spatial dims are dynamic
+``onnxviz.layer_names``    JSON object: conv node name (or weight name) → friendly name
+``onnxviz.source``         free text: where the model came from
+``onnxviz.weights``        free text: ``imagenet``, ``random``, a file name
+=========================  ==========================================================
+
+Known limits: only the main graph's convolutions are layers (not those inside If/Loop
+bodies); the model's image input must be rank 4 for feature maps.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+import re
+import warnings
+from dataclasses import dataclass, field
+
+import onnx
+
+from ._wire import read_model
+from .errors import LayerError, ModelError, OnnxvizWarning, UnsupportedModelError, listing
+
+__all__ = ["load", "Model", "Layer", "CONV_OPS", "META"]
+
+#: Convolution op types onnxviz treats as layers, by domain.
+CONV_OPS = {
+    ("", "Conv"), ("", "ConvTranspose"), ("", "QLinearConv"), ("", "ConvInteger"),
+    ("com.microsoft", "FusedConv"), ("com.microsoft", "NhwcFusedConv"),
+}
+
+#: metadata_props keys (see the module docstring).
+META = {
+    "preprocess": "onnxviz.preprocess",
+    "channel_order": "onnxviz.channel_order",
+    "input_size": "onnxviz.input_size",
+    "layer_names": "onnxviz.layer_names",
+    "source": "onnxviz.source",
+    "weights": "onnxviz.weights",
+}
+
+DEFAULT_SIZE = (224, 224)
+
+_PASS_CONST = {"Add", "Mul", "Sub", "Div"}
+_NORMS = {"BatchNormalization", "InstanceNormalization"}
+_ACTIVATIONS = {
+    "Relu", "LeakyRelu", "PRelu", "Clip", "HardSwish", "Tanh", "Elu", "Selu", "Gelu",
+    "Sigmoid", "Softplus", "Mish", "ThresholdedRelu", "Celu", "FastGelu", "QuickGelu",
+}
+_GATES = {"Sigmoid", "HardSigmoid"}
+# Nodes an image passes on its way from the graph input to the first conv.
+_INPUT_PATH = {"Transpose", "Cast", "Identity", "Sub", "Add", "Mul", "Div", "Pad",
+               "QuantizeLinear", "DequantizeLinear", "Reshape", "Resize", "Unsqueeze"}
+_TF_OPS = ("convolution", "Conv2D", "BiasAdd", "depthwise", "conv2d_transpose",
+           "Conv2DBackpropInput", "Conv1D", "Conv3D", "separable_conv2d", "merged_input",
+           "ReadVariableOp", "Relu", "batchnorm", "FusedBatchNormV3")
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One convolution of the main graph, in graph order."""
+
+    index: int                       # 0 = first conv
+    name: str                        # friendly and unique: block1_conv1, layer1.0.conv1
+    node: str                        # the ONNX node name
+    op: str                          # Conv, ConvTranspose, QLinearConv, ConvInteger, FusedConv
+    filter_shape: tuple              # (O, I/group, *kernel); ConvTranspose: (I, O/group, *kernel)
+    group: int
+    tensor: str                      # feature map: after bias / norm / activation
+    conv_output: str                 # the raw conv output tensor
+    output_shape: tuple | None       # (C, H, W) of ``tensor`` at the model's input size
+    strides: tuple = ()
+    dilations: tuple = ()
+    weight: str = ""                 # the weight input tensor's name
+    activation: str = ""             # what ended the chain: Relu, x*Sigmoid(x), … or ''
+    node_index: int = field(default=-1, repr=False, compare=False)
+
+    def as_dict(self) -> dict:
+        d = {k: getattr(self, k) for k in (
+            "index", "name", "node", "op", "filter_shape", "group", "strides", "dilations",
+            "tensor", "conv_output", "output_shape", "weight", "activation")}
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+
+class _Index:
+    """Typed lookups over the main graph, built once."""
+
+    def __init__(self, graph: onnx.GraphProto):
+        self.nodes = list(graph.node)
+        self.initializers = {t.name: t for t in graph.initializer}
+        self.producers: dict[str, onnx.NodeProto] = {}
+        self.consumers: dict[str, list[onnx.NodeProto]] = {}
+        for node in self.nodes:
+            for out in node.output:
+                if out:
+                    self.producers[out] = node
+            for inp in node.input:
+                if inp:
+                    self.consumers.setdefault(inp, []).append(node)
+        self.outputs = {o.name for o in graph.output}
+        self.inputs = [i for i in graph.input if i.name not in self.initializers]
+
+    def is_constant(self, name: str) -> bool:
+        if name in self.initializers:
+            return True
+        node = self.producers.get(name)
+        return node is not None and node.op_type == "Constant"
+
+    def only_consumer(self, name: str):
+        users = self.consumers.get(name, [])
+        if len(users) != 1 or name in self.outputs:
+            return None
+        return users[0]
+
+
+def _attr(node, name, default=None):
+    for a in node.attribute:
+        if a.name == name:
+            return onnx.helper.get_attribute_value(a)
+    return default
+
+
+def _follow_qdq(index: _Index, name: str) -> str:
+    q = index.only_consumer(name)
+    if q is not None and q.op_type == "QuantizeLinear" and q.input[0] == name:
+        dq = index.only_consumer(q.output[0])
+        if dq is not None and dq.op_type == "DequantizeLinear":
+            return dq.output[0]
+    return name
+
+
+def feature_tensor(index: _Index, conv_output: str) -> tuple[str, str]:
+    """``(tensor, activation)``: where the layer's feature map is, following the chain."""
+    cur = _follow_qdq(index, conv_output)
+    while True:  # bias and normalisation
+        node = index.only_consumer(cur)
+        if node is None:
+            break
+        others = [i for i in node.input if i and i != cur]
+        if node.op_type in _PASS_CONST and len(node.input) == 2 and all(index.is_constant(i) for i in others) \
+                and (node.op_type in ("Add", "Mul") or node.input[0] == cur):
+            cur = _follow_qdq(index, node.output[0])
+        elif node.op_type in _NORMS and node.input[0] == cur:
+            cur = _follow_qdq(index, node.output[0])
+        else:
+            break
+    users = index.consumers.get(cur, [])
+    if cur in index.outputs:
+        return cur, ""
+    if len(users) == 1 and users[0].op_type in _ACTIVATIONS and users[0].input[0] == cur:
+        return _follow_qdq(index, users[0].output[0]), users[0].op_type
+    if len(users) == 2:  # x * gate(x): SiLU, HardSwish written out
+        gate = next((n for n in users if n.op_type in _GATES and n.input[0] == cur), None)
+        mul = next((n for n in users if n.op_type == "Mul"), None)
+        if gate is not None and mul is not None and set(mul.input) == {cur, gate.output[0]} \
+                and len(index.consumers.get(gate.output[0], [])) == 1:
+            return _follow_qdq(index, mul.output[0]), f"x*{gate.op_type}(x)"
+    return cur, ""
+
+
+# ---------------------------------------------------------------- friendly names
+
+def _torchscript_name(node_name: str) -> str | None:
+    """``/layer1/layer1.0/conv1/Conv`` → ``layer1.0.conv1``."""
+    if not node_name.startswith("/"):
+        return None
+    segments = [s for s in node_name.split("/") if s][:-1]
+    if not segments:
+        return None
+    acc = ""
+    for seg in segments:
+        if acc and seg.startswith(acc + "."):
+            acc = seg
+        else:
+            acc = f"{acc}.{seg}" if acc else seg
+    return acc
+
+
+def _dynamo_name(node: onnx.NodeProto) -> str | None:
+    for p in node.metadata_props:
+        if p.key == "pkg.torch.onnx.name_scopes":
+            try:
+                scopes = json.loads(p.value.replace("'", '"'))
+            except ValueError:
+                return None
+            scopes = [s for s in scopes if s]
+            return scopes[-1] if scopes else None
+    return None
+
+
+def _torch_weight_name(weight: str) -> str | None:
+    """``features.0.weight`` → ``features.0`` (a PyTorch parameter name)."""
+    m = re.fullmatch(r"((?:[A-Za-z_][\w]*|\d+)(?:\.(?:[A-Za-z_][\w]*|\d+))*)\.weight", weight)
+    return m.group(1) if m else None
+
+
+def _tf_layer(name: str) -> str | None:
+    """The Keras layer scope in a tf2onnx name: ``vgg16_1/block1_conv1_1/convolution`` → ``block1_conv1_1``."""
+    if "/" not in name or name.startswith("/"):
+        return None
+    segments = name.split(":")[0].split("/")
+    for i, seg in enumerate(segments):
+        if i > 0 and any(seg == op or seg.startswith(op) for op in _TF_OPS):
+            return segments[i - 1]
+    return segments[-2] if len(segments) >= 2 else None
+
+
+def friendly_names(index: _Index, convs: list, metadata: dict) -> list[str]:
+    """One unique friendly name per conv node (see the design's naming rules)."""
+    mapping = {}
+    if metadata.get(META["layer_names"]):
+        try:
+            mapping = json.loads(metadata[META["layer_names"]])
+        except ValueError:
+            warnings.warn(f"model metadata '{META['layer_names']}' is not JSON; ignored", OnnxvizWarning)
+        if not isinstance(mapping, dict):
+            mapping = {}
+    names: list[str | None] = []
+    tf_scopes: list[str | None] = []
+    for node, weight in convs:
+        name = mapping.get(node.name) or mapping.get(weight)
+        if not name:
+            name = _torch_weight_name(weight) or _dynamo_name(node) or _torchscript_name(node.name)
+        names.append(name)
+        tf_scopes.append(None if name else (_tf_layer(weight) or _tf_layer(node.name)))
+    # Keras 3 under tf2onnx scopes every layer call as '<layer>_1'; strip that suffix only when
+    # *every* tf-style scope has it, so that a real layer named 'conv_1' (scope 'conv_1_1') stays.
+    scoped = [s for s in tf_scopes if s]
+    strip = bool(scoped) and all(re.search(r"_\d+$", s) for s in scoped)
+    for i, scope in enumerate(tf_scopes):
+        if scope:
+            names[i] = re.sub(r"_\d+$", "", scope) if strip else scope
+    out, seen = [], set()
+    for (node, _), name in zip(convs, names):
+        name = name or node.name or f"conv_{len(out)}"
+        if name in seen:
+            name = node.name if node.name and node.name not in seen else f"{name}#{len(out)}"
+        seen.add(name)
+        out.append(name)
+    return out
+
+
+# ---------------------------------------------------------------- input
+
+@dataclass(frozen=True)
+class InputInfo:
+    name: str
+    layout: str                 # "NCHW" or "NHWC"
+    shape: tuple                # dims as in the graph: ints, or strings for dynamic dims
+    elem_type: int
+    size: tuple                 # (H, W) used for images: static dims, else metadata, else 224
+    size_from: str              # "model", "metadata" or "default"
+
+
+def _dims(value_info) -> tuple:
+    t = value_info.type.tensor_type
+    if not t.HasField("shape"):
+        return ()
+    return tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in t.shape.dim)
+
+
+def _find_input(index: _Index, first_conv, metadata: dict) -> InputInfo | None:
+    by_name = {i.name: i for i in index.inputs}
+    if not by_name:
+        return None
+    # Walk back from the first conv's data input to a graph input.
+    cur, nhwc, seen = first_conv.input[0], False, 0
+    while cur not in by_name and seen < 64:
+        node = index.producers.get(cur)
+        if node is None or node.op_type not in _INPUT_PATH:
+            break
+        if node.op_type == "Transpose" and list(_attr(node, "perm", [])) == [0, 3, 1, 2]:
+            nhwc = True
+        cur = next((i for i in node.input if i and not index.is_constant(i)), "")
+        seen += 1
+    vi = by_name.get(cur) or index.inputs[0]
+    shape = _dims(vi)
+    layout = "NHWC" if nhwc else "NCHW"
+    size, size_from = None, "model"
+    if len(shape) == 4:
+        hw = shape[1:3] if nhwc else shape[2:4]
+        if all(isinstance(d, int) and d > 0 for d in hw):
+            size = tuple(hw)
+    if size is None:
+        size, size_from = DEFAULT_SIZE, "default"
+        meta = metadata.get(META["input_size"], "")
+        m = re.fullmatch(r"\s*(\d+)\s*[,x×]\s*(\d+)\s*", meta)
+        if m:
+            size, size_from = (int(m.group(1)), int(m.group(2))), "metadata"
+    return InputInfo(vi.name, layout, shape, vi.type.tensor_type.elem_type, size, size_from)
+
+
+# ---------------------------------------------------------------- shapes
+
+def infer_shapes(proto: onnx.ModelProto, inp: InputInfo | None, size=None, batch: int = 1) -> dict:
+    """``{tensor: dims}`` from onnx shape inference with the input fixed to ``batch × size``."""
+    fixed = onnx.ModelProto()
+    fixed.CopyFrom(proto)
+    if inp is not None and len(inp.shape) == 4:
+        h, w = size or inp.size
+        for vi in fixed.graph.input:
+            if vi.name == inp.name:
+                dims = vi.type.tensor_type.shape.dim
+                c_axis = 3 if inp.layout == "NHWC" else 1
+                want = [batch, h, w] if inp.layout == "NHWC" else [batch, None, h, w]
+                axes = [0, 1, 2] if inp.layout == "NHWC" else [0, 1, 2, 3]
+                for axis, value in zip(axes, want):
+                    if value is not None and axis != c_axis:
+                        dims[axis].Clear()
+                        dims[axis].dim_value = value
+    try:
+        inferred = onnx.shape_inference.infer_shapes(fixed, strict_mode=False, data_prop=True)
+    except Exception:  # inference is best effort: shapes are then unknown
+        return {}
+    shapes = {}
+    for vi in list(inferred.graph.value_info) + list(inferred.graph.output) + list(inferred.graph.input):
+        dims = _dims(vi)
+        if dims:
+            shapes[vi.name] = dims
+    return shapes
+
+
+# ---------------------------------------------------------------- the model
+
+class Model:
+    """An opened ONNX model: its graph (no weight bytes), input, and conv layer table.
+
+    Use :func:`load` to make one. ``Model`` is read-only: nothing here writes to the model's
+    file or folder.
+    """
+
+    def __init__(self, proto: onnx.ModelProto, path: str = "<memory>", base_dir: str | None = None):
+        self.proto = proto
+        self.path = os.fspath(path)
+        self.base_dir = base_dir or os.path.dirname(os.path.abspath(self.path))
+        self.metadata = {p.key: p.value for p in proto.metadata_props}
+        graph = proto.graph
+        nchwc = next((n for n in graph.node if n.domain == "com.microsoft.nchwc"), None)
+        if nchwc is not None:
+            raise UnsupportedModelError(
+                f"'{self.path}' was saved by onnxruntime after its NCHWc layout optimisation "
+                f"(node '{nchwc.name}' is {nchwc.domain}.{nchwc.op_type}): its weight bytes are "
+                "blocked while their dims still say OIHW; save it with graph optimisation level "
+                "'extended' or lower, or use the original export"
+            )
+        self._index = _Index(graph)
+        convs = []
+        for i, node in enumerate(self._index.nodes):
+            if (node.domain if node.domain != "ai.onnx" else "", node.op_type) in CONV_OPS:
+                w_at = 3 if node.op_type == "QLinearConv" else 1
+                convs.append((node, node.input[w_at] if len(node.input) > w_at else "", i))
+        if not convs:
+            ops = sorted({n.op_type for n in graph.node})
+            raise ModelError(
+                f"'{self.path}' has no convolution (Conv, ConvTranspose, QLinearConv, "
+                f"ConvInteger, FusedConv); its ops are: {listing(ops) or 'none'}"
+            )
+        self.input = _find_input(self._index, convs[0][0], self.metadata)
+        names = friendly_names(self._index, [(n, w) for n, w, _ in convs], self.metadata)
+        shapes = infer_shapes(proto, self.input)
+        layers = []
+        for k, ((node, weight, i), name) in enumerate(zip(convs, names)):
+            out = node.output[0]
+            tensor, activation = feature_tensor(self._index, out)
+            w_dims = self._weight_dims(weight)
+            fm = shapes.get(tensor) or shapes.get(out)
+            layers.append(Layer(
+                index=k, name=name, node=node.name, op=node.op_type,
+                filter_shape=w_dims, group=int(_attr(node, "group", 1)),
+                tensor=tensor, conv_output=out,
+                output_shape=tuple(fm[1:]) if fm and all(isinstance(d, int) for d in fm[1:]) else None,
+                strides=tuple(_attr(node, "strides", ()) or ()),
+                dilations=tuple(_attr(node, "dilations", ()) or ()),
+                weight=weight, activation=activation, node_index=i,
+            ))
+        self.layers: list[Layer] = layers
+        self._by_key: dict[str, Layer] = {}
+        for layer in reversed(layers):  # friendly names win over node/tensor names
+            for key in (layer.tensor, layer.conv_output, layer.node, layer.name):
+                if key:
+                    self._by_key[key] = layer
+        self._sessions: dict = {}
+
+    def __repr__(self) -> str:
+        return f"<onnxviz.Model '{self.path}': {len(self.layers)} conv layers>"
+
+    def _weight_dims(self, weight: str) -> tuple:
+        init = self._index.initializers.get(weight)
+        if init is not None:
+            return tuple(init.dims)
+        from .weights import constant_value  # a Constant/Cast/DQ chain: fold it (small)
+        try:
+            value = constant_value(self, weight)
+        except ModelError:
+            value = None
+        return tuple(value.shape) if value is not None else ()
+
+    # ------------------------------------------------------------ lookups
+
+    def layer(self, key) -> Layer:
+        """One layer by index, friendly name, ONNX node name or tensor name."""
+        found = self.select([key])
+        if len(found) != 1:
+            raise LayerError(f"'{key}' matches {len(found)} layers ({listing(l.name for l in found)}); name one")
+        return found[0]
+
+    def select(self, keys=None) -> list[Layer]:
+        """Layers for a list of keys (index, name, ONNX name or glob), in the order asked.
+
+        ``None`` means every layer. An unknown key raises :class:`LayerError`, listing the layers.
+        """
+        if keys is None:
+            return list(self.layers)
+        if isinstance(keys, (str, int)):
+            keys = [keys]
+        chosen: list[Layer] = []
+        for key in keys:
+            matches = self._match(key)
+            if not matches:
+                raise LayerError(
+                    f"no layer '{key}'; layers are: {listing((l.name for l in self.layers), 40)}"
+                )
+            chosen.extend(m for m in matches if m not in chosen)
+        return chosen
+
+    def _match(self, key) -> list[Layer]:
+        if isinstance(key, Layer):
+            return [key] if key in self.layers else []
+        if isinstance(key, int) or (isinstance(key, str) and re.fullmatch(r"-?\d+", key.strip())):
+            i = int(key)
+            if -len(self.layers) <= i < len(self.layers):
+                return [self.layers[i]]
+            if isinstance(key, int) or key not in self._by_key:
+                return []
+        key = str(key)
+        if key in self._by_key:
+            return [self._by_key[key]]
+        if any(c in key for c in "*?["):
+            return [l for l in self.layers if fnmatch.fnmatchcase(l.name, key)
+                    or fnmatch.fnmatchcase(l.node, key)]
+        return []
+
+    def stage_ends(self) -> list[Layer]:
+        """The last conv of every stage: where the next conv's spatial size differs, and the last."""
+        ends = []
+        for layer, nxt in zip(self.layers, self.layers[1:] + [None]):
+            if nxt is None or layer.output_shape is None or nxt.output_shape is None \
+                    or layer.output_shape[1:] != nxt.output_shape[1:]:
+                ends.append(layer)
+        return ends if len(ends) < len(self.layers) or len(self.layers) <= 8 else [self.layers[-1]]
+
+    # ------------------------------------------------------------ the verbs
+
+    def filters(self, layer) -> "np.ndarray":  # noqa: F821
+        """Float32 filters ``(O, I/group, kH, kW)`` of one layer (see :mod:`onnxviz.weights`)."""
+        from .weights import conv_filters
+        return conv_filters(self, self.layer(layer))
+
+    def feature_maps(self, images, layers=None, *, preprocess=None, size=None, raw_conv=False) -> dict:
+        """``{layer name: float32 (N, C, H, W)}`` for an image or a batch of them.
+
+        See :func:`onnxviz.features.feature_maps`.
+        """
+        from .features import feature_maps
+        return feature_maps(self, images, layers, preprocess=preprocess, size=size, raw_conv=raw_conv)
+
+    def summary(self) -> dict:
+        """A JSON-ready description: file, input, preprocessing, and every layer."""
+        inp = self.input
+        return {
+            "path": self.path,
+            "producer": f"{self.proto.producer_name} {self.proto.producer_version}".strip(),
+            "opset": {o.domain or "ai.onnx": o.version for o in self.proto.opset_import},
+            "input": None if inp is None else {
+                "name": inp.name, "layout": inp.layout, "shape": list(inp.shape),
+                "size": list(inp.size), "size_from": inp.size_from,
+            },
+            "preprocess": self.metadata.get(META["preprocess"]),
+            "metadata": {k: v for k, v in self.metadata.items() if k != META["layer_names"]},
+            "layers": [l.as_dict() for l in self.layers],
+        }
+
+
+def load(path) -> Model:
+    """Open ``path`` without reading its weight bytes; raise :class:`ModelError` if unusable.
+
+    >>> m = load("models/demo.onnx")                 # doctest: +SKIP
+    >>> m.layers[0].name, m.layers[0].filter_shape   # doctest: +SKIP
+    ('block1_conv1', (16, 3, 3, 3))
+    """
+    proto = read_model(path)
+    if not proto.HasField("graph") or not proto.graph.node:
+        raise ModelError(f"'{os.fspath(path)}' is not an ONNX model: it has no graph nodes")
+    if proto.ir_version <= 0:
+        raise ModelError(f"'{os.fspath(path)}' is not an ONNX model: it has no IR version")
+    return Model(proto, path)

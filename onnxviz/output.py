@@ -1,0 +1,86 @@
+"""Every file onnxviz writes goes through here: atomic, and named safely.
+
+>>> write_atomic("out/maps.png", png_bytes)                               # doctest: +SKIP
+>>> layer_paths("out/maps.png", ["block1_conv1", "block2_conv2"])        # doctest: +SKIP
+{'block1_conv1': 'out/maps_block1_conv1.png', 'block2_conv2': 'out/maps_block2_conv2.png'}
+
+A file is written to a temporary name in its target folder, flushed, then renamed over the
+target, so a reader sees either nothing or the whole file, and a failure leaves nothing.
+Names derived from layer names keep only ``[A-Za-z0-9._-]``, so ``../../x`` or ``a/b`` cannot
+leave the output folder.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+
+from .errors import OutputError
+
+__all__ = ["check_target", "write_atomic", "layer_paths", "safe_name"]
+
+
+def safe_name(name: str) -> str:
+    """A file-name-safe form of a layer name: ``layer1.0/conv1`` → ``layer1.0_conv1``."""
+    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "layer"
+    return cleaned[:120]
+
+
+def check_target(path, *, protect=()) -> str:
+    """Check, before any work, that ``path`` can be written; return it as a string."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    if not path or path.endswith(os.sep) or os.path.isdir(path):
+        raise OutputError(f"output '{path}' is a folder; give a file name such as maps.png")
+    if not os.path.isdir(folder):
+        raise OutputError(f"output folder '{os.path.dirname(path) or '.'}' does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise OutputError(f"output folder '{os.path.dirname(path) or '.'}' is not writable")
+    for other in protect:
+        if other and os.path.exists(path) and os.path.samefile(path, other):
+            raise OutputError(f"output '{path}' is the input file '{other}'; choose another name")
+    return path
+
+
+def layer_paths(out, names: list[str]) -> dict[str, str]:
+    """``{layer: path}``: ``out`` itself for one layer, ``<stem>_<layer><ext>`` beside it for several."""
+    out = os.fspath(out)
+    if len(names) == 1:
+        return {names[0]: out}
+    stem, ext = os.path.splitext(out)
+    paths: dict[str, str] = {}
+    for name in names:
+        candidate, n = f"{stem}_{safe_name(name)}{ext or '.png'}", 1
+        while candidate in paths.values():
+            n += 1
+            candidate = f"{stem}_{safe_name(name)}_{n}{ext or '.png'}"
+        paths[name] = candidate
+    return paths
+
+
+def write_atomic(path, data: bytes) -> str:
+    """Write ``data`` to ``path`` through a temporary file and a rename."""
+    path = check_target(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".onnxviz-", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except OSError as e:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise OutputError(f"cannot write '{path}': {e.strerror or e}") from None
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    return path
