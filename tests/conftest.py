@@ -1,0 +1,58 @@
+import hashlib
+import os
+import sys
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import helper
+
+sys.path.insert(0, os.path.dirname(__file__))
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+from builders import Net, save, vgg_like  # noqa: E402
+
+
+def sha(path) -> str:
+    return hashlib.sha256(open(path, "rb").read()).hexdigest()
+
+
+def reference(path, names, x, input_name=None):
+    """Run ``names`` of the model at ``path`` through an Extractor sub-model, optimisations off."""
+    full = onnx.load(str(path))
+    inferred = onnx.shape_inference.infer_shapes(full)
+    inputs = [i.name for i in full.graph.input if i.name not in {t.name for t in full.graph.initializer}]
+    for n in names:  # make each requested tensor a graph output so Extractor knows it
+        if n not in {o.name for o in inferred.graph.output}:
+            inferred.graph.output.append(onnx.ValueInfoProto(name=n))
+    sub = onnx.utils.Extractor(inferred).extract_model(inputs, list(names))
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    sess = ort.InferenceSession(sub.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    return dict(zip(names, sess.run(list(names), {input_name or inputs[0]: x})))
+
+
+def assert_close(a, b, rtol=1e-4):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    assert a.shape == b.shape, (a.shape, b.shape)
+    scale = max(np.abs(b).max(), 1e-6)
+    assert np.abs(a - b).max() / scale <= rtol, np.abs(a - b).max() / scale
+
+
+@pytest.fixture
+def vgg(tmp_path):
+    """(net, path) of a 3-conv NCHW model with caffe-free raw metadata."""
+    net, model = vgg_like(metadata={"onnxviz.preprocess": "unit"})
+    return net, save(model, tmp_path / "vgg.onnx")
+
+
+@pytest.fixture
+def image(tmp_path):
+    from PIL import Image
+
+    r = np.random.default_rng(7)
+    arr = (r.random((20, 24, 3)) * 255).astype(np.uint8)
+    p = tmp_path / "img.png"
+    Image.fromarray(arr).save(p)
+    return p, arr

@@ -1,0 +1,178 @@
+"""The command line, in-process through main(argv): outputs, exit codes, exact error lines."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import onnxviz
+from builders import Net, save
+from conftest import sha
+from onnxviz.cli import main
+
+
+def run(argv, capsys):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_summary_table_and_json(vgg, capsys):
+    code, out, err = run(["summary", vgg[1]], capsys)
+    assert code == 0 and err == ""
+    lines = out.splitlines()
+    assert lines[2].split() == ["#", "layer", "op", "filters", "group", "stride", "feature", "map", "after"]
+    assert lines[3].split() == ["0", "b1c1", "Conv", "4×3×3×3", "1", "1,1", "4×16×16", "Relu"]
+    assert lines[5].split() == ["2", "b2c1", "Conv", "6×4×3×3", "1", "1,1", "6×8×8", "Relu"]
+    code, out, _ = run(["summary", vgg[1], "--json"], capsys)
+    info = json.loads(out)
+    assert code == 0 and [l["name"] for l in info["layers"]] == ["b1c1", "b1c2", "b2c1"]
+    assert info["input"]["layout"] == "NCHW" and info["preprocess"] == "unit"
+
+
+def test_filters_one_and_several_layers(vgg, tmp_path, capsys):
+    out = tmp_path / "f.png"
+    code, stdout, _ = run(["filters", vgg[1], "-o", out], capsys)
+    assert code == 0 and stdout == f"wrote {out}  (b1c1: filters 4×3×3×3)\n"
+    Image.open(out).verify()
+    code, _, _ = run(["filters", vgg[1], "--layer", "b1*", "--layer", "2", "--rgb", "--max", "2", "-o", tmp_path / "g.png"],
+                     capsys)
+    assert code == 1  # b1c2 has 4 input channels: --rgb is refused before anything is written
+    assert not list(tmp_path.glob("g*.png"))
+    code, _, _ = run(["filters", vgg[1], "--layer", "b1*", "--layer", "2", "-o", tmp_path / "g.png"], capsys)
+    assert code == 0
+    assert sorted(p.name for p in tmp_path.glob("g_*.png")) == ["g_b1c1.png", "g_b1c2.png", "g_b2c1.png"]
+
+
+def test_features_default_layers_are_the_stage_ends(vgg, image, tmp_path, capsys):
+    code, out, err = run(["features", vgg[1], image[0], "-o", tmp_path / "fm.png"], capsys)
+    assert code == 0 and err == ""
+    assert out.splitlines() == [f"wrote {tmp_path / 'fm_b1c2.png'}  (b1c2: 4×16×16)",
+                                f"wrote {tmp_path / 'fm_b2c1.png'}  (b2c1: 6×8×8)"]
+    for name in ("fm_b1c2.png", "fm_b2c1.png"):
+        with Image.open(tmp_path / name) as img:
+            img.load()
+            assert img.mode == "RGB" and img.width > 100
+
+
+def test_features_options(tmp_path, image, capsys):
+    net = Net(("N", 3, "H", "W"))
+    net.conv(3, 4, name="c"); net.act()
+    path = save(net.model(), tmp_path / "dyn.onnx")
+    code, out, err = run(["features", path, image[0], "--layer", "c", "--size", "12", "20", "--preprocess", "tf",
+                          "--raw-conv", "--shared", "--max", "2", "-o", tmp_path / "o.png"], capsys)
+    assert code == 0 and err == "" and out == f"wrote {tmp_path / 'o.png'}  (c: 4×12×20)\n"
+
+
+def test_features_without_metadata_warns(tmp_path, image, capsys):
+    net = Net((1, 3, 16, 16))
+    net.conv(3, 4, name="c"); net.act()
+    path = save(net.model(), tmp_path / "m.onnx")
+    code, _, err = run(["features", path, image[0], "-o", tmp_path / "o.png"], capsys)
+    assert code == 0
+    assert err == ("warning: model has no 'onnxviz.preprocess' metadata; feeding raw 0-255 pixels "
+                   "(choose a preset: caffe, torch, tf, unit, raw)\n")
+
+
+def _bad_inputs(tmp_path, vgg):
+    text = tmp_path / "notes.txt"
+    text.write_text("hello")
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    dot = tmp_path / "dot.png"
+    Image.new("RGB", (1, 1)).save(dot)
+    cut = tmp_path / "cut.onnx"
+    data = open(vgg, "rb").read()
+    cut.write_bytes(data[:len(data) // 2])
+    return text, empty, dot, cut, len(data) // 2
+
+
+def test_bad_input_one_line_errors_and_no_output(vgg, image, tmp_path, capsys, monkeypatch):
+    model = vgg[1]
+    img = image[0]
+    text, empty, dot, cut, cut_len = _bad_inputs(tmp_path, model)
+    big = tmp_path / "big.png"
+    Image.new("RGB", (100, 100)).save(big)
+    out = tmp_path / "out.png"
+    cases = [
+        (["summary", text], f"error: '{text}' is not an ONNX model, or is truncated: its protobuf encoding "
+                            "breaks off inside 5 bytes"),
+        (["filters", cut, "-o", out], f"error: '{cut}' is not an ONNX model, or is truncated: its protobuf "
+                                      f"encoding breaks off inside {cut_len} bytes"),
+        (["filters", model, "--layer", "conv9", "-o", out], "error: no layer 'conv9'; layers are: b1c1, b1c2, b2c1"),
+        (["features", model, text, "-o", out],
+         f"error: '{text}' is not an image Pillow can decode (JPEG, PNG, BMP, GIF, TIFF, WebP, …)"),
+        (["features", model, empty, "-o", out], f"error: image '{empty}' is empty (0 bytes)"),
+        (["features", model, dot, "-o", out], f"error: image '{dot}' is 1×1 pixels; onnxviz needs at least 8×8"),
+        (["features", model, big, "-o", out], f"error: image '{big}' has 10,000 pixels, over Pillow's "
+                                             "decompression-bomb limit of 1,000; refused (shrink it first)"),
+        (["features", model, img, "-o", tmp_path / "nope" / "o.png"], "error: output folder "
+                                                                      f"'{tmp_path / 'nope'}' does not exist"),
+        (["filters", model, "-o", model], f"error: output '{model}' is the input file '{model}'; choose another name"),
+        (["features", "missing.onnx", img, "-o", out], "error: model file 'missing.onnx' does not exist"),
+    ]
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    before = sha(model)
+    for argv, line in cases:
+        code, stdout, err = run(argv, capsys)
+        assert (code, err) == (1, line + "\n"), argv
+        assert stdout == "" and "Traceback" not in err
+        assert not out.exists() and not list(tmp_path.glob("out*")) and not list(tmp_path.glob(".onnxviz-*"))
+    assert sha(model) == before
+
+
+def test_model_without_conv(tmp_path, capsys):
+    from onnx import TensorProto, helper
+
+    g = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
+    p = save(helper.make_model(g), tmp_path / "mlp.onnx")
+    code, _, err = run(["summary", p], capsys)
+    assert code == 1 and err == (f"error: '{p}' has no convolution (Conv, ConvTranspose, QLinearConv, "
+                                 "ConvInteger, FusedConv); its ops are: Relu\n")
+
+
+def test_usage_errors_exit_2(vgg, capsys):
+    assert run(["filters", vgg[1]], capsys)[0] == 2                      # no -o
+    assert run(["filters", vgg[1], "--max", "0", "-o", "x.png"], capsys)[0] == 2
+    code, _, err = run(["features", vgg[1], "i.png", "--preprocess", "imagenet", "-o", "x.png"], capsys)
+    assert code == 2 and "invalid choice: 'imagenet'" in err
+    assert run([], capsys)[0] == 2
+    assert run(["--version"], capsys)[0] == 0
+
+
+def test_debug_shows_the_traceback(capsys):
+    with pytest.raises(onnxviz.ModelError):
+        main(["summary", "missing.onnx", "--debug"])
+
+
+def test_runs_without_tensorflow_or_torch(vgg, image, tmp_path):
+    """python -m onnxviz with tensorflow, keras, tf2onnx and torch made unimportable."""
+    code = textwrap.dedent(f"""
+        import sys, importlib.abc
+        BLOCKED = ("tensorflow", "keras", "tf2onnx", "torch", "jax")
+        class Block(importlib.abc.MetaPathFinder):
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] in BLOCKED:
+                    raise ImportError(f"{{name}} is blocked in this test")
+        sys.meta_path.insert(0, Block())
+        for argv in (["summary", {str(vgg[1])!r}],
+                     ["filters", {str(vgg[1])!r}, "-o", {str(tmp_path / 'f.png')!r}],
+                     ["features", {str(vgg[1])!r}, {str(image[0])!r}, "-o", {str(tmp_path / 'm.png')!r}]):
+            from onnxviz.cli import main
+            assert main(argv) == 0, argv
+        loaded = sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED)
+        assert not loaded, loaded
+        print("ok")
+    """)
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip().endswith("ok")
+    res = subprocess.run([sys.executable, "-m", "onnxviz", "summary", str(vgg[1])], capture_output=True, text=True)
+    assert res.returncode == 0 and "b2c1" in res.stdout
