@@ -389,7 +389,7 @@ class Model:
         for k, ((node, weight, i), name) in enumerate(zip(convs, names)):
             out = node.output[0]
             tensor, activation = feature_tensor(self._index, out)
-            w_dims = self._weight_dims(weight)
+            w_dims = self._weight_dims(weight, shapes)
             fm = shapes.get(tensor) or shapes.get(out)
             layers.append(Layer(
                 index=k, name=name, node=node.name, op=node.op_type,
@@ -411,10 +411,12 @@ class Model:
     def __repr__(self) -> str:
         return f"<onnxviz.Model '{self.path}': {len(self.layers)} conv layers>"
 
-    def _weight_dims(self, weight: str) -> tuple:
+    def _weight_dims(self, weight: str, shapes: dict) -> tuple:
         init = self._index.initializers.get(weight)
         if init is not None:
             return tuple(init.dims)
+        if weight in shapes and all(isinstance(d, int) for d in shapes[weight]):
+            return tuple(shapes[weight])
         from .weights import constant_value  # a Constant/Cast/DQ chain: fold it (small)
         try:
             value = constant_value(self, weight)
@@ -468,13 +470,14 @@ class Model:
         return []
 
     def stage_ends(self) -> list[Layer]:
-        """The last conv of every stage: where the next conv's spatial size differs, and the last."""
-        ends = []
-        for layer, nxt in zip(self.layers, self.layers[1:] + [None]):
-            if nxt is None or layer.output_shape is None or nxt.output_shape is None \
-                    or layer.output_shape[1:] != nxt.output_shape[1:]:
-                ends.append(layer)
-        return ends if len(ends) < len(self.layers) or len(self.layers) <= 8 else [self.layers[-1]]
+        """The last conv of every stage: where the next conv's spatial size differs, and the last.
+
+        Without known output shapes there are no stages to tell apart: the last conv only.
+        """
+        if any(l.output_shape is None for l in self.layers):
+            return [self.layers[-1]]
+        return [layer for layer, nxt in zip(self.layers, self.layers[1:] + [None])
+                if nxt is None or layer.output_shape[1:] != nxt.output_shape[1:]]
 
     # ------------------------------------------------------------ the verbs
 
