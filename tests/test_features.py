@@ -216,3 +216,23 @@ def test_tensor_inside_an_if_body_is_a_clear_error(vgg):
         graph.expose(proto, ["inner"])
     assert str(e.value) == ("tensor 'inner' is inside the body of If node 'branch'; "
                             "only tensors of the main graph can be exposed")
+
+
+def test_fused_conv_untyped_by_onnx_is_typed_by_the_session(tmp_path):
+    """com.microsoft FusedConv: onnx shape inference cannot type it, onnxruntime can."""
+    net = Net((1, 3, 16, 16))
+    w = (np.random.default_rng(9).standard_normal((4, 3, 3, 3)) * 0.3).astype(np.float32)
+    b = np.linspace(-0.5, 0.5, 4).astype(np.float32)
+    net.cur = net.node("FusedConv", ["input", net.init("w", w), net.init("b", b)], name="fused",
+                       domain="com.microsoft", activation="Relu", pads=[1, 1, 1, 1], kernel_shape=[3, 3])
+    net.conv(4, 4, name="after"); net.act()
+    model = net.model()
+    model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    m = onnxviz.load(save(model, tmp_path / "fused.onnx"))
+    assert [(l.op, l.output_shape) for l in m.layers] == [("FusedConv", None), ("Conv", None)]
+    sub = graph.expose(m.proto, ["fused_out"])
+    assert not sub.graph.output[-1].type.HasField("tensor_type")  # left for onnxruntime to type
+    img = _img()
+    fm = m.feature_maps(img, ["fused", "after"], preprocess="unit")
+    assert_close(fm["fused"], relu(conv_ref(_nchw(img), w, b, pad=1)), 1e-5)
+    assert fm["after"].shape == (1, 4, 16, 16)
