@@ -4,6 +4,7 @@
     onnxviz filters  MODEL [--layer L]... [--max N] [--rgb] -o OUT
     onnxviz features MODEL IMAGE [--layer L]... [--max N] [--preprocess P] [--size H W]
                      [--raw-conv] [--shared] -o OUT
+    onnxviz demo     [-o OUTDIR]
 
 Exit codes: 0 success; 1 failure, with one ``error: …`` line on stderr (a traceback only
 with ``--debug``); 2 bad usage. ``main(argv)`` returns the code instead of exiting, so it
@@ -70,6 +71,9 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("--raw-conv", action="store_true", help="the conv output, before bias/BN/activation")
     m.add_argument("--shared", action="store_true", help="one colour scale for all maps of a layer")
     m.add_argument("-o", "--output", required=True, metavar="OUT", help="PNG to write")
+    d = sub.add_parser("demo", parents=[common], help="the whole tour on the shipped demo model, offline")
+    d.add_argument("-o", "--output", default="onnxviz-demo", metavar="OUTDIR",
+                   help="folder to write into (default ./onnxviz-demo)")
     return p
 
 
@@ -81,24 +85,7 @@ def _summary(args) -> int:
     from .model import load
 
     model = load(args.model)
-    info = model.summary()
-    if args.json:
-        print(json.dumps(info, indent=2))
-        return 0
-    inp = info["input"]
-    print(f"model   {info['path']}  ({info['producer'] or 'unknown producer'}, "
-          f"opset {info['opset'].get('ai.onnx', '?')})")
-    if inp:
-        print(f"input   {inp['name']}  {inp['layout']} {inp['shape']}  images → "
-              f"{_fmt(inp['size'])} ({inp['size_from']})  preprocess: {info['preprocess'] or 'none given (raw)'}")
-    rows = [("#", "layer", "op", "filters", "group", "stride", "feature map", "after")]
-    for l in info["layers"]:
-        rows.append((str(l["index"]), l["name"], l["op"], _fmt(l["filter_shape"]), str(l["group"]),
-                     ",".join(map(str, l["strides"])) or "1", _fmt(l["output_shape"]),
-                     l["activation"] or "-"))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for r in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    print(json.dumps(model.summary(), indent=2) if args.json else model.summary_text())
     return 0
 
 
@@ -138,7 +125,16 @@ def _features(args) -> int:
     return 0
 
 
-_COMMANDS = {"summary": _summary, "filters": _filters, "features": _features}
+def _demo(args) -> int:
+    from .demo import demo_model_path, run_demo
+
+    print(f"demo model: {demo_model_path()}")
+    for what, path in run_demo(args.output):
+        print(f"wrote {path}  ({what})")
+    return 0
+
+
+_COMMANDS = {"summary": _summary, "filters": _filters, "features": _features, "demo": _demo}
 
 
 def main(argv: list[str] | None = None) -> int:

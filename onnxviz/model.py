@@ -494,6 +494,10 @@ class Model:
         from .features import feature_maps
         return feature_maps(self, images, layers, preprocess=preprocess, size=size, raw_conv=raw_conv)
 
+    def summary_text(self) -> str:
+        """The layer table ``onnxviz summary`` prints: file, input, one row per conv."""
+        return summary_text(self.summary())
+
     def summary(self) -> dict:
         """A JSON-ready description: file, input, preprocessing, and every layer."""
         inp = self.input
@@ -509,6 +513,28 @@ class Model:
             "metadata": {k: v for k, v in self.metadata.items() if k != META["layer_names"]},
             "layers": [l.as_dict() for l in self.layers],
         }
+
+
+def _fmt(shape) -> str:
+    return "×".join(str(d) for d in shape) if shape else "?"
+
+
+def summary_text(info: dict) -> str:
+    """The layer table of :meth:`Model.summary_text`, from a :meth:`Model.summary` dict."""
+    lines = [f"model   {info['path']}  ({info['producer'] or 'unknown producer'}, "
+             f"opset {info['opset'].get('ai.onnx', '?')})"]
+    inp = info["input"]
+    if inp:
+        lines.append(f"input   {inp['name']}  {inp['layout']} {inp['shape']}  images → {_fmt(inp['size'])} "
+                     f"({inp['size_from']})  preprocess: {info['preprocess'] or 'none given (raw)'}")
+    rows = [("#", "layer", "op", "filters", "group", "stride", "feature map", "after")]
+    for l in info["layers"]:
+        rows.append((str(l["index"]), l["name"], l["op"], _fmt(l["filter_shape"]), str(l["group"]),
+                     ",".join(map(str, l["strides"])) or "1", _fmt(l["output_shape"]),
+                     l["activation"] or "-"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    return "\n".join(lines)
 
 
 def load(path) -> Model:
