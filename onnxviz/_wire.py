@@ -49,7 +49,8 @@ def _varint(buf, pos: int, end: int) -> tuple[int, int]:
             raise _Truncated
 
 
-def _encode_varint(value: int) -> bytes:
+def encode_varint(value: int) -> bytes:
+    """Protobuf base-128 varint (also used by scripts/keras_export.py to stream tensors)."""
     out = bytearray()
     while True:
         b = value & 0x7F
@@ -103,8 +104,8 @@ def _strip_graph(buf, start, end, skipped: list, counter: list) -> bytes:
         if field == _GRAPH_INITIALIZER and wire == 2:
             body = _strip_tensor(buf, vstart, vend, skipped, counter[0])
             counter[0] += 1
-            parts.append(_encode_varint((_GRAPH_INITIALIZER << 3) | 2))
-            parts.append(_encode_varint(len(body)))
+            parts.append(encode_varint((_GRAPH_INITIALIZER << 3) | 2))
+            parts.append(encode_varint(len(body)))
             parts.append(body)
         else:
             parts.append(buf[fstart:vend])
@@ -118,8 +119,8 @@ def _strip_model(buf, size: int) -> tuple[bytes, list]:
     for field, wire, fstart, vstart, vend in _fields(buf, 0, size):
         if field == _MODEL_GRAPH and wire == 2:
             body = _strip_graph(buf, vstart, vend, skipped, counter)
-            parts.append(_encode_varint((_MODEL_GRAPH << 3) | 2))
-            parts.append(_encode_varint(len(body)))
+            parts.append(encode_varint((_MODEL_GRAPH << 3) | 2))
+            parts.append(encode_varint(len(body)))
             parts.append(body)
         else:
             parts.append(buf[fstart:vend])

@@ -95,7 +95,11 @@ from pathlib import Path
 
 import numpy as np
 
-PREPROCESS_PRESETS = ("caffe", "torch", "tf", "unit", "raw")
+# onnxviz is installed with the export extra: its presets and protobuf varint are the ones used
+# here, so the self-check preprocesses exactly as onnxviz will.
+from onnxviz._wire import encode_varint as _varint
+from onnxviz.preprocess import PRESETS as PREPROCESS_PRESETS
+from onnxviz.preprocess import apply_preset
 CHANNEL_ORDERS = ("BGR", "RGB")
 META_PREFIX = "onnxviz."
 # Above this many bytes of weights the model is saved with ONNX external data.
@@ -103,9 +107,6 @@ EXTERNAL_DATA_THRESHOLD = 1_800_000_000
 # ops whose outputs are never folded even if all inputs are constant
 _NO_FOLD_PREFIXES = ("Random", "Multinomial", "Bernoulli", "If", "Loop", "Scan")
 
-_CAFFE_MEAN_BGR = np.array([103.939, 116.779, 123.68], np.float32)
-_TORCH_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
-_TORCH_STD = np.array([0.229, 0.224, 0.225], np.float32)
 
 
 def _rss_gb() -> float:
@@ -138,19 +139,10 @@ def _import_tf2onnx():
 
 # --------------------------------------------------------------------------- preprocessing
 def preprocess_image(img_uint8: np.ndarray, preset: str) -> np.ndarray:
-    """HxWx3 uint8 RGB -> float32 HxWx3 as the model expects (same presets as onnxviz)."""
-    x = img_uint8.astype(np.float32)
-    if preset == "caffe":           # RGB->BGR, minus ImageNet mean, no scaling
-        return x[..., ::-1] - _CAFFE_MEAN_BGR
-    if preset == "tf":              # [-1, 1]
-        return x / 127.5 - 1.0
-    if preset == "torch":           # [0, 1], ImageNet mean/std
-        return (x / 255.0 - _TORCH_MEAN) / _TORCH_STD
-    if preset == "unit":            # [0, 1]
-        return x / 255.0
-    if preset == "raw":             # 0..255 as is (model rescales itself)
-        return x
-    raise ExportError(f"unknown preprocess {preset!r}; expected one of {', '.join(PREPROCESS_PRESETS)}")
+    """HxWx3 uint8 RGB -> float32 HxWx3 as the model expects: onnxviz's own presets."""
+    if preset not in PREPROCESS_PRESETS:
+        raise ExportError(f"unknown preprocess {preset!r}; expected one of {', '.join(PREPROCESS_PRESETS)}")
+    return apply_preset(img_uint8.astype(np.float32), preset).astype(np.float32)
 
 
 # --------------------------------------------------------------------------- Keras side
@@ -293,18 +285,6 @@ def _rename_dim(value_info, axis, new):
 
 
 # --------------------------------------------------------------------------- writing
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
-
-
 def _tag(message_cls, field: str) -> bytes:
     """Protobuf key of a length-delimited field (wire type 2)."""
     number = message_cls.DESCRIPTOR.fields_by_name[field].number
