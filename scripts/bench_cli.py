@@ -1,4 +1,4 @@
-"""Time the onnxviz commands on a VGG16-sized model: wall time and peak RSS, medians of N runs.
+"""Time the onnxviz commands on a VGG16-sized model (and `onnxviz demo`): wall time and peak RSS, medians of N runs.
 
 Each run is a fresh process (import + load included), measured with ``os.wait4`` so the peak
 RSS is that process's own. Makes the random VGG16 (``make_random_vgg16.py``) if it is missing.
@@ -50,6 +50,7 @@ def main(argv=None) -> int:
         "features, 5 stage ends": cli + ["features", args.model, photo, "-o", f"{out}/s.png"],
         "features, all 13 convs": cli + ["features", args.model, photo, "--layer", "*", "-o", f"{out}/a.png"],
         "features, block1_conv1": cli + ["features", args.model, photo, "--layer", "block1_conv1", "-o", f"{out}/b.png"],
+        "demo (shipped demo model, 9 files)": cli + ["demo", "-o", f"{out}/demo"],
     }
     results = {name: [] for name in jobs}
     for _ in range(args.runs):  # interleaved, so machine noise spreads over all jobs
