@@ -422,7 +422,7 @@ left or bottom right = an edge running "/"). Colour: the per-channel sums minus 
 (its response to a uniform colour beyond brightness), named by hue; the channels before
 "vs" excite, the others inhibit.
 
-| filter | edge | light side | colour (opponency) | fit | light/dark share | max\|w\| |
+| filter | edge | light side | colour (opponency) | fit | light/dark share | max\\|w\\| |
 |---|---|---|---|---|---|---|
 {filt_rows}
 
