@@ -20,6 +20,7 @@ import warnings
 
 from . import __version__
 from .errors import OnnxvizError, OnnxvizWarning
+from .model import format_shape
 
 __all__ = ["main"]
 
@@ -77,10 +78,6 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _fmt(shape) -> str:
-    return "×".join(str(d) for d in shape) if shape else "?"
-
-
 def _summary(args) -> int:
     from .model import load
 
@@ -102,7 +99,7 @@ def _filters(args) -> int:
         check_target(p, protect=[args.model])
     figs = [(l, filter_image(model, l, max=args.max, rgb=args.rgb)) for l in layers]
     for layer, fig in figs:
-        print(f"wrote {save_png(fig, paths[layer.name])}  ({layer.name}: filters {_fmt(layer.filter_shape)})")
+        print(f"wrote {save_png(fig, paths[layer.name])}  ({layer.name}: filters {format_shape(layer.filter_shape)})")
     return 0
 
 
@@ -121,7 +118,7 @@ def _features(args) -> int:
                               size=tuple(args.size) if args.size else None, raw_conv=args.raw_conv)
     figs = [(name, feature_map_image(fm, name, max=args.max, shared=args.shared)) for name, fm in maps.items()]
     for name, fig in figs:
-        print(f"wrote {save_png(fig, paths[name])}  ({name}: {_fmt(maps[name].shape[1:])})")
+        print(f"wrote {save_png(fig, paths[name])}  ({name}: {format_shape(maps[name].shape[1:])})")
     return 0
 
 

@@ -140,7 +140,8 @@ class _Index:
         return users[0]
 
 
-def _attr(node, name, default=None):
+def node_attr(node: onnx.NodeProto, name: str, default=None):
+    """The value of attribute ``name`` of ``node``, or ``default``."""
     for a in node.attribute:
         if a.name == name:
             return onnx.helper.get_attribute_value(a)
@@ -296,7 +297,7 @@ def _find_input(index: _Index, first_conv, metadata: dict) -> InputInfo | None:
         node = index.producers.get(cur)
         if node is None or node.op_type not in _INPUT_PATH:
             break
-        if node.op_type == "Transpose" and list(_attr(node, "perm", [])) == [0, 3, 1, 2]:
+        if node.op_type == "Transpose" and list(node_attr(node, "perm", [])) == [0, 3, 1, 2]:
             nhwc = True
         cur = next((i for i in node.input if i and not index.is_constant(i)), "")
         seen += 1
@@ -393,11 +394,11 @@ class Model:
             fm = shapes.get(tensor) or shapes.get(out)
             layers.append(Layer(
                 index=k, name=name, node=node.name, op=node.op_type,
-                filter_shape=w_dims, group=int(_attr(node, "group", 1)),
+                filter_shape=w_dims, group=int(node_attr(node, "group", 1)),
                 tensor=tensor, conv_output=out,
                 output_shape=tuple(fm[1:]) if fm and all(isinstance(d, int) for d in fm[1:]) else None,
-                strides=tuple(_attr(node, "strides", ()) or ()),
-                dilations=tuple(_attr(node, "dilations", ()) or ()),
+                strides=tuple(node_attr(node, "strides", ()) or ()),
+                dilations=tuple(node_attr(node, "dilations", ()) or ()),
                 weight=weight, activation=activation, node_index=i,
             ))
         self.layers: list[Layer] = layers
@@ -515,7 +516,8 @@ class Model:
         }
 
 
-def _fmt(shape) -> str:
+def format_shape(shape) -> str:
+    """``(64, 3, 3, 3)`` → ``64×3×3×3``; ``?`` when unknown."""
     return "×".join(str(d) for d in shape) if shape else "?"
 
 
@@ -525,12 +527,12 @@ def summary_text(info: dict) -> str:
              f"opset {info['opset'].get('ai.onnx', '?')})"]
     inp = info["input"]
     if inp:
-        lines.append(f"input   {inp['name']}  {inp['layout']} {inp['shape']}  images → {_fmt(inp['size'])} "
+        lines.append(f"input   {inp['name']}  {inp['layout']} {inp['shape']}  images → {format_shape(inp['size'])} "
                      f"({inp['size_from']})  preprocess: {info['preprocess'] or 'none given (raw)'}")
     rows = [("#", "layer", "op", "filters", "group", "stride", "feature map", "after")]
     for l in info["layers"]:
-        rows.append((str(l["index"]), l["name"], l["op"], _fmt(l["filter_shape"]), str(l["group"]),
-                     ",".join(map(str, l["strides"])) or "1", _fmt(l["output_shape"]),
+        rows.append((str(l["index"]), l["name"], l["op"], format_shape(l["filter_shape"]), str(l["group"]),
+                     ",".join(map(str, l["strides"])) or "1", format_shape(l["output_shape"]),
                      l["activation"] or "-"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]

@@ -26,6 +26,7 @@ import onnx
 from onnx import numpy_helper
 
 from .errors import ModelError, UnsupportedModelError
+from .model import node_attr
 
 _MAX_DEPTH = 16
 
@@ -95,13 +96,6 @@ def read_tensor(tensor: onnx.TensorProto, base_dir: str) -> np.ndarray:
     return numpy_helper.to_array(inline)
 
 
-def _attr(node: onnx.NodeProto, name: str, default=None):
-    for a in node.attribute:
-        if a.name == name:
-            return onnx.helper.get_attribute_value(a)
-    return default
-
-
 def _dequantize(x, scale, zero_point, axis: int) -> np.ndarray:
     x = x.astype(np.float32)
     scale = np.asarray(scale, dtype=np.float32)
@@ -145,24 +139,24 @@ def constant_value(model, name: str, _depth: int = 0) -> np.ndarray | None:
     if x is None:
         return None
     if op == "Cast":
-        return x.astype(onnx.helper.tensor_dtype_to_np_dtype(_attr(node, "to")))
+        return x.astype(onnx.helper.tensor_dtype_to_np_dtype(node_attr(node, "to")))
     if op == "DequantizeLinear":
         scale = value(1)
         if scale is None:
             return None
-        return _dequantize(x, scale, value(2), _attr(node, "axis", 1))
+        return _dequantize(x, scale, value(2), node_attr(node, "axis", 1))
     if op == "Transpose":
-        perm = _attr(node, "perm")
+        perm = node_attr(node, "perm")
         return np.transpose(x, perm if perm is None else list(perm))
     if op == "Reshape":
         shape = value(1)
         if shape is None:
             return None
-        shape = [x.shape[i] if s == 0 and not _attr(node, "allowzero", 0) else int(s)
+        shape = [x.shape[i] if s == 0 and not node_attr(node, "allowzero", 0) else int(s)
                  for i, s in enumerate(shape.tolist())]
         return x.reshape(shape)
     if op in ("Squeeze", "Unsqueeze"):
-        axes = value(1) if len(ins) > 1 else _attr(node, "axes")
+        axes = value(1) if len(ins) > 1 else node_attr(node, "axes")
         if axes is None:
             return np.squeeze(x) if op == "Squeeze" else None
         axes = [int(a) for a in np.asarray(axes).ravel()]
