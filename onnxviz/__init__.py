@@ -13,7 +13,7 @@ Importing onnxviz loads neither onnxruntime nor matplotlib; they come in when fi
 """
 
 from .errors import (ImageError, LayerError, ModelError, OnnxvizError, OnnxvizWarning,
-                     OutputError, UnsupportedModelError)
+                     OutputError, ResourceError, UnsupportedModelError)
 from .model import Layer, Model, load
 
 __version__ = "0.1.0"
@@ -21,7 +21,7 @@ __version__ = "0.1.0"
 __all__ = [
     "load", "Model", "Layer", "plot_filters", "plot_feature_maps", "save_png",
     "OnnxvizError", "ModelError", "UnsupportedModelError", "LayerError", "ImageError",
-    "OutputError", "OnnxvizWarning", "__version__",
+    "OutputError", "ResourceError", "OnnxvizWarning", "__version__",
 ]
 
 _LAZY = {"plot_filters": "render", "plot_feature_maps": "render", "save_png": "render"}

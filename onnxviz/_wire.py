@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import stat
 
 import onnx
 from google.protobuf.message import DecodeError
@@ -127,6 +128,27 @@ def _strip_model(buf, size: int) -> tuple[bytes, list]:
     return b"".join(parts), skipped
 
 
+def _bad_text(message, where: str = "model"):
+    """The first string field of ``message`` that is not valid UTF-8, as ``(field path, bytes)``.
+
+    The protobuf runtime hands such a field out as ``bytes`` instead of ``str`` (ONNX's
+    proto2 strings are not checked when parsed); names like that break every later step
+    and onnxruntime's own error messages.
+    """
+    for field, value in message.ListFields():
+        repeated = field.is_repeated if hasattr(field, "is_repeated") else field.label == field.LABEL_REPEATED
+        if field.type == field.TYPE_STRING:
+            for text in (value if repeated else [value]):
+                if not isinstance(text, str):
+                    return f"{where}.{field.name}", text
+        elif field.type == field.TYPE_MESSAGE:
+            for k, item in enumerate(value if repeated else [value]):
+                found = _bad_text(item, f"{where}.{field.name}" + (f"[{k}]" if repeated else ""))
+                if found:
+                    return found
+    return None
+
+
 def read_model(path: str) -> onnx.ModelProto:
     """Parse ``path`` into a ``ModelProto`` whose large inline weights point back into the file.
 
@@ -138,7 +160,12 @@ def read_model(path: str) -> onnx.ModelProto:
     """
     shown = os.fspath(path)
     try:
-        size = os.path.getsize(path)
+        info = os.stat(path)
+        if stat.S_ISDIR(info.st_mode):
+            raise IsADirectoryError
+        if not stat.S_ISREG(info.st_mode):  # a pipe would block the open, a device never end
+            raise ModelError(f"'{shown}' is not a regular file (a device, pipe or socket), not an ONNX model")
+        size = info.st_size
         f = open(path, "rb")
     except IsADirectoryError:
         raise ModelError(f"'{shown}' is a folder, not an ONNX model file") from None
@@ -160,9 +187,14 @@ def read_model(path: str) -> onnx.ModelProto:
     model = onnx.ModelProto()
     try:
         model.ParseFromString(data)
-    except (DecodeError, RuntimeError, ValueError) as e:
-        raise ModelError(f"'{shown}' is not an ONNX model ({e})") from None
-    location = os.path.basename(shown)
+    except (DecodeError, RuntimeError, ValueError):
+        raise ModelError(f"'{shown}' is not an ONNX model: its protobuf fields do not decode as an onnx "
+                         "ModelProto (a tensor, graph or other message saved on its own?)") from None
+    bad = _bad_text(model)
+    if bad:
+        raise ModelError(f"'{shown}' is not a valid ONNX model: the text of {bad[0]} is not UTF-8 "
+                         f"({bytes(bad[1][:40])!r})")
+    location = os.path.basename(os.path.realpath(shown))  # beside the real file (see Model.base_dir)
     for index, offset, length in skipped:
         tensor = model.graph.initializer[index]
         tensor.data_location = onnx.TensorProto.EXTERNAL

@@ -3,8 +3,11 @@
     onnxviz summary  MODEL [--json]
     onnxviz filters  MODEL [--layer L]... [--max N] [--rgb] -o OUT
     onnxviz features MODEL IMAGE [--layer L]... [--max N] [--preprocess P] [--size H W]
-                     [--raw-conv] [--shared] -o OUT
+                     [--raw-conv] [--shared] [--max-memory SIZE] [--feed NAME=FILE.npy]... -o OUT
+    onnxviz check    MODEL [IMAGE] [--preprocess P] [--size H W] [--feed NAME=FILE.npy]... [--json]
     onnxviz demo     [-o OUTDIR]
+
+IMAGE may be a ``.npy`` array of the model input's shape, fed as is (1-D and 3-D conv nets).
 
 Exit codes: 0 success; 1 failure, with one ``error: …`` line on stderr (a traceback only
 with ``--debug``); 2 bad usage. ``main(argv)`` returns the code instead of exiting, so it
@@ -37,6 +40,15 @@ def _positive(text: str) -> int:
     return value
 
 
+def _size(text: str) -> int:
+    from .features import parse_size
+
+    try:
+        return parse_size(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
@@ -61,7 +73,9 @@ def _parser() -> argparse.ArgumentParser:
 
     m = sub.add_parser("features", parents=[common], help="draw feature maps for an image")
     m.add_argument("model", metavar="MODEL")
-    m.add_argument("image", metavar="IMAGE")
+    m.add_argument("image", metavar="IMAGE",
+                   help="an image file, or a .npy array of the model input's shape, fed as is "
+                        "(the way to feed 1-D and 3-D conv nets)")
     m.add_argument("--layer", action="append", metavar="L",
                    help=layer_help + "; default: the last conv of every stage")
     m.add_argument("--max", type=_positive, default=64, metavar="N", help="maps per layer (default 64)")
@@ -71,7 +85,25 @@ def _parser() -> argparse.ArgumentParser:
                    help="input size for models with dynamic spatial dims")
     m.add_argument("--raw-conv", action="store_true", help="the conv output, before bias/BN/activation")
     m.add_argument("--shared", action="store_true", help="one colour scale for all maps of a layer")
+    m.add_argument("--max-memory", type=_size, metavar="SIZE",
+                   help="refuse, before running, maps that would need more memory than this, e.g. 512M or "
+                        "8G (default 2G, or the ONNXVIZ_MAX_BYTES environment variable)")
+    m.add_argument("--feed", action="append", type=_feed_arg, metavar="NAME=FILE.npy",
+                   help="an array for another model input the layers need; repeat for several")
     m.add_argument("-o", "--output", required=True, metavar="OUT", help="PNG to write")
+    c = sub.add_parser("check", parents=[common],
+                       help="is this model supported? every layer through filters and feature maps")
+    c.add_argument("model", metavar="MODEL")
+    c.add_argument("image", metavar="IMAGE", nargs="?",
+                   help="an image or a .npy input tensor (default: a sample photo, or a random "
+                        "tensor for models whose input is not an image)")
+    c.add_argument("--preprocess", choices=PRESETS, metavar="P",
+                   help=f"one of {', '.join(PRESETS)} (default: the model's metadata, else raw)")
+    c.add_argument("--size", type=_positive, nargs=2, metavar=("H", "W"),
+                   help="input size for models with dynamic spatial dims")
+    c.add_argument("--feed", action="append", type=_feed_arg, metavar="NAME=FILE.npy",
+                   help="an array for another model input the layers need; repeat for several")
+    c.add_argument("--json", action="store_true", help="print the report as JSON")
     d = sub.add_parser("demo", parents=[common], help="the whole tour on the shipped demo model, offline")
     d.add_argument("-o", "--output", default="onnxviz-demo", metavar="OUTDIR",
                    help="folder to write into (default ./onnxviz-demo)")
@@ -103,22 +135,97 @@ def _filters(args) -> int:
     return 0
 
 
+def _feed_arg(text: str) -> tuple[str, str]:
+    """``--feed NAME=FILE.npy`` → ``(NAME, FILE.npy)``."""
+    name, eq, path = text.partition("=")
+    if not eq or not name or not path:
+        raise argparse.ArgumentTypeError(f"'{text}' is not NAME=FILE.npy")
+    return name, path
+
+
+def _load_npy(path: str):
+    """A numpy array from a ``.npy`` file (no pickles); :class:`ImageError` if it cannot be."""
+    import os
+
+    import numpy as np
+
+    from .errors import ImageError
+
+    if not os.path.isfile(path):
+        raise ImageError(f"array file '{path}' does not exist")
+    try:
+        with open(path, "rb") as fh:
+            magic = fh.read(6)
+        if magic.startswith(b"PK"):
+            raise ImageError(f"'{path}' is a .npz archive; give a .npy file holding one array")
+        if magic != b"\x93NUMPY":
+            raise ImageError(f"'{path}' is not a .npy file (it does not start with numpy's .npy header)")
+        arr = np.load(path, allow_pickle=False)
+    except ValueError as e:
+        if "pickle" in str(e).lower():
+            raise ImageError(f"'{path}' holds Python objects (a pickle); onnxviz reads plain numeric "
+                             ".npy arrays only") from None
+        raise ImageError(f"'{path}' is not a .npy array numpy can read: {e}") from None
+    except (OSError, EOFError) as e:
+        raise ImageError(f"'{path}' is not a .npy array numpy can read: {e}") from None
+    return arr
+
+
 def _features(args) -> int:
+    from .errors import ImageError
     from .model import load
     from .output import check_target, layer_paths
     from .render import feature_map_image, save_png
 
-    check_target(args.output, protect=[args.model, args.image])
+    feed_files = [path for _, path in args.feed or []]
+    check_target(args.output, protect=[args.model, args.image, *feed_files])
     model = load(args.model)
     layers = model.select(args.layer) if args.layer else model.stage_ends()
     paths = layer_paths(args.output, [l.name for l in layers])
     for p in paths.values():
-        check_target(p, protect=[args.model, args.image])
-    maps = model.feature_maps(args.image, layers, preprocess=args.preprocess,
-                              size=tuple(args.size) if args.size else None, raw_conv=args.raw_conv)
-    figs = [(name, feature_map_image(fm, name, max=args.max, shared=args.shared)) for name, fm in maps.items()]
+        check_target(p, protect=[args.model, args.image, *feed_files])
+    source = args.image
+    if args.image.lower().endswith(".npy"):
+        if args.preprocess or args.size:
+            raise ImageError(f"--preprocess and --size apply to images; the array '{args.image}' "
+                             "is fed as is (drop them)")
+        source = _load_npy(args.image)
+        inp = model.input
+        if inp is not None and inp.shape and source.ndim != len(inp.shape):
+            raise ImageError(f"the array '{args.image}' has shape {source.shape}; the model input "
+                             f"'{inp.name}' has shape {list(inp.shape)}: give an array of that rank")
+    feeds = {}
+    for name, path in args.feed or []:
+        if name in feeds:
+            raise ImageError(f"--feed {name}= is given twice; give each input once")
+        feeds[name] = _load_npy(path)
+    maps = model.feature_maps(source, layers, preprocess=args.preprocess,
+                              size=tuple(args.size) if args.size else None, raw_conv=args.raw_conv,
+                              feeds=feeds or None, max_bytes=args.max_memory)
+    figs = [(name, feature_map_image(fm, name, max=args.max, shared=args.shared, spatial=fm.ndim - 2))
+            for name, fm in maps.items()]
     for name, fig in figs:
         print(f"wrote {save_png(fig, paths[name])}  ({name}: {format_shape(maps[name].shape[1:])})")
+    return 0
+
+
+def _check(args) -> int:
+    from .check import check, report_text
+    from .errors import listing
+
+    source = args.image
+    if source is not None and source.lower().endswith(".npy"):
+        source = _load_npy(source)
+    feeds = {}
+    for name, path in args.feed or []:
+        feeds[name] = _load_npy(path)
+    report = check(args.model, source, preprocess=args.preprocess,
+                   size=tuple(args.size) if args.size else None, feeds=feeds or None)
+    print(json.dumps(report, indent=2) if args.json else report_text(report))
+    bad = [layer["name"] for layer in report["layers"] if not layer["ok"]]
+    if bad:
+        raise OnnxvizError(f"{len(bad)} of {len(report['layers'])} layers cannot be fully shown: "
+                           f"{listing(bad)} (reasons above)")
     return 0
 
 
@@ -131,7 +238,8 @@ def _demo(args) -> int:
     return 0
 
 
-_COMMANDS = {"summary": _summary, "filters": _filters, "features": _features, "demo": _demo}
+_COMMANDS = {"summary": _summary, "filters": _filters, "features": _features, "check": _check,
+             "demo": _demo}
 
 
 def main(argv: list[str] | None = None) -> int:

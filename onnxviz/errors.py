@@ -14,6 +14,7 @@ __all__ = [
     "LayerError",
     "ImageError",
     "OutputError",
+    "ResourceError",
     "UnsupportedModelError",
     "OnnxvizWarning",
 ]
@@ -48,6 +49,10 @@ class ImageError(OnnxvizError):
 
 class OutputError(OnnxvizError):
     """An output path that cannot be written."""
+
+
+class ResourceError(OnnxvizError):
+    """A request that would need more memory (or a bigger picture) than its budget allows."""
 
 
 class OnnxvizWarning(UserWarning):

@@ -11,29 +11,141 @@ The glue of :mod:`onnxviz.graph` (expose the layers' tensors, prune to what they
 (1, 16, 64, 64)
 
 Results are float32 ``(N, C, H, W)`` whatever the model's input layout (ONNX convolutions
-are channel-first), keyed by friendly layer name in the order asked.
+are channel-first), keyed by friendly layer name in the order asked; 1-D and 3-D
+convolutions give ``(N, C, L)`` and ``(N, C, D, H, W)``. A float16 model's maps are
+float32 too (its own float16 values, widened).
 
-Known limits: the model's image input must be rank 4; a model that needs inputs besides the
-image for the requested layers is refused; 1-D and 3-D convolutions give ``(N, C, L)`` and
-``(N, C, D, H, W)`` arrays (drawing them is not supported).
+Quantized models are float32 too, and fetched where onnxruntime keeps its quantized
+fusions: a QDQ layer at the ``DequantizeLinear`` after its ``QuantizeLinear`` (int8
+activation pairs are made uint8 first, values unchanged: :func:`onnxviz.graph.uint8_activations`),
+a ``QLinearConv`` at its own quantized output, dequantized here in numpy with its
+``y_scale``/``y_zero_point``, a ``ConvInteger`` at the float tensor after its scale ``Mul``,
+bias and activation. ``raw_conv=True`` per quantized op: see the table in :mod:`onnxviz.model`.
+
+What can be fed:
+
+* images (path, PIL image, ``H×W`` / ``H×W×C`` array, or a list of them) — to a rank-4
+  input only, preprocessed as :mod:`onnxviz.preprocess` says;
+* a ready input tensor: a numpy array whose ``ndim`` equals the input's rank (``(N, C, L)``
+  for a 1-D conv net, a 4-D array for an image net, ``(N, C, D, H, W)`` for a 3-D one), in
+  the input's own layout, fed as is after a cast to the input's dtype (no preset, no
+  resize). Its static dims must match the input's (the batch may be any size). An image is
+  never 4-D, so there is no ambiguity: a 4-D array is a tensor, never a batch of images;
+* ``feeds={name: array}``: the model's other inputs, when the requested layers need them
+  (cast to each input's dtype, static dims checked).
+
+Known limits: images go to rank-4 inputs only (a 1-D or 3-D conv net takes a tensor); a
+layer that needs a model input that is not given is refused with a message naming it.
 """
 
 from __future__ import annotations
 
+import math
+import os
+import re
 import warnings
+import weakref
 
 import numpy as np
 import onnx
 
 from . import graph, runtime
 from . import preprocess as prep
-from .errors import ImageError, ModelError, OnnxvizWarning, UnsupportedModelError
-from .model import META, Model
+from .errors import ImageError, ModelError, OnnxvizError, OnnxvizWarning, ResourceError, \
+    UnsupportedModelError, listing
+from .model import META, Model, _dims, format_shape, infer_shapes
+from .model import QLINEAR_ACTIVATIONS, convinteger_scaling, node_attr
+from .weights import constant_value, dequantize
 
-__all__ = ["feature_maps", "resolve_preset"]
+__all__ = ["feature_maps", "resolve_preset", "MAX_BYTES", "memory_budget", "parse_size", "format_bytes"]
 
 _NP_TYPES = {onnx.TensorProto.FLOAT: np.float32, onnx.TensorProto.FLOAT16: np.float16,
              onnx.TensorProto.DOUBLE: np.float64}
+
+#: The memory budget of one :func:`feature_maps` call, unless ``max_bytes=`` or the
+#: ``ONNXVIZ_MAX_BYTES`` environment variable (``512M``, ``4G``, bytes) says otherwise.
+MAX_BYTES = 2 * 2**30
+_UNITS = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
+
+
+def parse_size(text) -> int:
+    """Bytes from ``512M``, ``4G``, ``1.5GiB``, ``64k`` or ``1000000`` (K, M, G, T: powers of 1024)."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([kmgt]?)(?:i?b)?\s*", str(text), re.IGNORECASE)
+    value = int(float(m.group(1)) * _UNITS[m.group(2).lower()]) if m else 0
+    if value < 1:
+        raise ValueError(f"'{text}' is not a size such as 512M, 4G or 1000000 (bytes)")
+    return value
+
+
+def format_bytes(n: int) -> str:
+    """``2147483648`` → ``2.0 GiB``."""
+    for unit, size in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n} bytes"
+
+
+def memory_budget(max_bytes=None) -> int:
+    """The budget in bytes: ``max_bytes`` (a number or ``"4G"``), else ``ONNXVIZ_MAX_BYTES``, else :data:`MAX_BYTES`."""
+    if max_bytes is None:
+        env = os.environ.get("ONNXVIZ_MAX_BYTES", "").strip()
+        if not env:
+            return MAX_BYTES
+        try:
+            return parse_size(env)
+        except ValueError:
+            raise OnnxvizError(f"the environment variable ONNXVIZ_MAX_BYTES='{env}' is not a size such "
+                               "as 512M, 4G or 1000000 (bytes)") from None
+    try:
+        value = parse_size(max_bytes) if isinstance(max_bytes, str) else int(max_bytes)
+    except (TypeError, ValueError):
+        value = 0
+    if value < 1 or (not isinstance(max_bytes, str) and value != max_bytes):
+        raise OnnxvizError(f"max_bytes must be a whole number of bytes or a size such as '4G', not {max_bytes!r}")
+    return value
+
+
+_SHAPES: "weakref.WeakKeyDictionary[Model, dict]" = weakref.WeakKeyDictionary()
+
+
+def _check_budget(model: Model, chosen, raw_conv: bool, size, batch: int, max_bytes) -> None:
+    """Refuse, before anything is computed, a call whose feature maps would not fit the budget.
+
+    Each map is counted as float32 ``batch × C × H × W`` from onnx shape inference at the
+    requested input size (cached per size), plus the input tensor. A tensor whose shape
+    inference leaves unknown is not counted: the figure is then a lower bound.
+    """
+    limit = memory_budget(max_bytes)
+    inp = model.input
+    fixed = inp.shape[0] if inp.shape and isinstance(inp.shape[0], int) and inp.shape[0] > 0 else 0
+    if fixed:  # a fixed batch size: every run is filled up to it
+        batch = -(-batch // fixed) * fixed
+    key = tuple(size) if size is not None else None
+    cache = _SHAPES.setdefault(model, {})
+    if key not in cache:
+        cache[key] = infer_shapes(model.proto, inp, key, 1)
+    shapes = cache[key]
+    tensors = list(dict.fromkeys(_fetched(model, layer, raw_conv) for layer in chosen))
+    per_image = 0
+    for t in tensors:
+        dims = shapes.get(t, ())[1:]
+        if dims and all(isinstance(d, int) and d >= 0 for d in dims):
+            per_image += 4 * math.prod(dims)
+    in_dims = list(inp.shape[1:])
+    if len(inp.shape) == 4 and key is not None:
+        hw_axes = (1, 2) if inp.layout == "NHWC" else (2, 3)
+        for axis, value in zip(hw_axes, key):
+            in_dims[axis - 1] = value
+    in_dims = [d if isinstance(d, int) and d > 0 else 3 if len(inp.shape) == 4 else 1 for d in in_dims]
+    per_image += 4 * math.prod(in_dims)
+    total = batch * per_image
+    if total > limit:
+        layers = f"{len(tensors)} layer{'s' if len(tensors) != 1 else ''}"
+        raise ResourceError(
+            f"these feature maps would need {format_bytes(total)} ({batch} image{'s' if batch != 1 else ''} × "
+            f"{format_bytes(per_image)} for {layers} at input {format_shape(in_dims)}, input included); the "
+            f"budget is {format_bytes(limit)}: ask for fewer layers or images or a smaller size, or raise "
+            "it with --max-memory, max_bytes= or ONNXVIZ_MAX_BYTES")
 
 
 def resolve_preset(model: Model, preprocess_name: str | None) -> str:
@@ -71,16 +183,113 @@ def _input_size(model: Model, size) -> tuple[int, int]:
     return h, w
 
 
+def _fit(value, name: str, shape: tuple, elem_type: int, what: str, batch_free: bool) -> np.ndarray:
+    """``value`` as an array for the model input ``name`` (``shape``, ``elem_type``), checked."""
+    try:
+        arr = np.asarray(value)
+    except Exception:
+        arr = None
+    if arr is None or arr.dtype == object or not (np.issubdtype(arr.dtype, np.number)
+                                                  or arr.dtype == np.bool_):
+        kind = type(value).__name__ if arr is None or arr.dtype == object else f"dtype {arr.dtype}"
+        raise ImageError(f"{what} for model input '{name}' is {kind}; give a numeric numpy array")
+    if np.iscomplexobj(arr):
+        raise ImageError(f"{what} for model input '{name}' is complex; give a real numpy array")
+    if shape and arr.ndim != len(shape):
+        raise ImageError(f"{what} for model input '{name}' has shape {tuple(arr.shape)}; the input "
+                         f"has shape {list(shape)} (rank {len(shape)})")
+    for axis, (got, want) in enumerate(zip(arr.shape, shape)):
+        if axis == 0 and batch_free:
+            if got < 1:
+                raise ImageError(f"{what} for model input '{name}' has an empty batch (shape "
+                                 f"{tuple(arr.shape)})")
+            continue
+        if isinstance(want, int) and want > 0 and got != want:
+            raise ImageError(f"{what} for model input '{name}' has shape {tuple(arr.shape)}, which does "
+                             f"not fit the input's shape {list(shape)}: axis {axis} must be {want}")
+    try:
+        dtype = _NP_TYPES.get(elem_type) or onnx.helper.tensor_dtype_to_np_dtype(elem_type)
+    except Exception:
+        raise UnsupportedModelError(
+            f"model input '{name}' has element type {elem_type}, which onnxviz cannot feed") from None
+    if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
+        raise ImageError(f"{what} for model input '{name}' has NaN or infinite values")
+    return np.ascontiguousarray(arr, dtype=dtype)
+
+
+def _ready_tensor(model: Model, arr: np.ndarray) -> np.ndarray:
+    inp = model.input
+    try:
+        return _fit(arr, inp.name, inp.shape, inp.elem_type, "the input array", batch_free=True)
+    except ImageError as e:
+        if len(inp.shape) != 4:
+            raise
+        raise ImageError(f"{e} (a 4-D array is fed as the input tensor itself; give a batch of "
+                         "images as a list of H×W×C arrays)") from None
+
+
+def _other_feeds(model: Model, feeds) -> dict:
+    """``feeds`` checked against the model's inputs and cast to their dtypes."""
+    if feeds is None:
+        return {}
+    if not hasattr(feeds, "items"):
+        raise ImageError(f"feeds must be a dict {{input name: array}}, not a {type(feeds).__name__}")
+    inputs = {i.name: i for i in model._index.inputs}
+    out = {}
+    for name, value in feeds.items():
+        if name not in inputs:
+            raise ImageError(f"feeds: the model has no input '{name}'; its inputs are: "
+                             f"{listing(inputs)}")
+        if model.input is not None and name == model.input.name:
+            raise ImageError(f"feeds: '{name}' is the image input; pass it as the images argument "
+                             "(an image, or an array of the input's shape), not in feeds")
+        vi = inputs[name]
+        out[name] = _fit(value, name, _dims(vi), vi.type.tensor_type.elem_type, "the feed",
+                         batch_free=False)
+    return out
+
+
+def _fetched(model: Model, layer, raw_conv: bool) -> str:
+    """The tensor to fetch for ``layer`` (quantized convs: see :mod:`onnxviz.model`)."""
+    if not raw_conv:
+        return layer.tensor
+    if layer.op == "ConvInteger":  # the accumulator times x_scale · w_scale, before the bias
+        scaling = convinteger_scaling(model._index, layer.conv_output)
+        if scaling is not None:
+            return scaling[1].output[0]
+    return layer.conv_output
+
+
+def _as_float(model: Model, tensor: str, value, layer_name: str) -> np.ndarray:
+    """``value`` of ``tensor`` as float32; a quantized tensor is dequantized with the scale and
+    zero point of the node that made it (``QLinearConv``: its ``y_scale``, ``y_zero_point``)."""
+    value = np.asarray(value)
+    if value.dtype.kind not in "iub":
+        return np.asarray(value, dtype=np.float32)
+    node = model._index.producers.get(tensor)
+    op = node.op_type if node is not None else ""
+    at = {"QLinearConv": (6, 7), "QuantizeLinear": (1, 2)}.get(op)
+    if node is not None and node.domain == "com.microsoft" and op in QLINEAR_ACTIVATIONS:
+        at = (3, 4)
+    if at is not None and len(node.input) > at[0]:
+        scale = constant_value(model, node.input[at[0]])
+        zp_name = node.input[at[1]] if len(node.input) > at[1] else ""
+        zero_point = constant_value(model, zp_name) if zp_name else None
+        if scale is not None and (zero_point is not None or not zp_name):
+            axis = node_attr(node, "axis", 1) if op == "QuantizeLinear" else 1
+            return dequantize(value, scale, zero_point, axis)
+    warnings.warn(
+        f"layer '{layer_name}': tensor '{tensor}' ({op or 'no producer'}) is {value.dtype} and no "
+        "constant output scale was found for it; its values are returned as float32 integer levels",
+        OnnxvizWarning, stacklevel=4)
+    return value.astype(np.float32)
+
+
 def _session(model: Model, tensors: tuple):
     key = tensors
     sess = model._sessions.get(key)
     if sess is None:
         sub = graph.sub_model(model.proto, list(tensors))
-        others = [i.name for i in sub.graph.input if i.name != model.input.name]
-        if others:
-            raise UnsupportedModelError(
-                f"these layers also need the model input(s) {', '.join(others)}; onnxviz feeds "
-                f"only the image input '{model.input.name}'")
         sess = runtime.session(sub, model.base_dir)
         if len(model._sessions) >= 8:  # a small cache: a session holds its weights in memory
             model._sessions.pop(next(iter(model._sessions)))
@@ -89,35 +298,64 @@ def _session(model: Model, tensors: tuple):
 
 
 def feature_maps(model: Model, images, layers=None, *, preprocess=None, size=None,
-                 raw_conv: bool = False) -> dict:
+                 raw_conv: bool = False, feeds=None, max_bytes=None) -> dict:
     """``{layer name: float32 (N, C, H, W)}`` for ``images`` at ``layers`` (``None``: all).
 
-    ``images``: a path, PIL image, ``H×W×C`` array, or a list of them (a batch).
+    ``images``: a path, PIL image, ``H×W×C`` array, or a list of them (a batch); or a
+    ready input tensor, a numpy array whose ``ndim`` is the input's rank (fed as is after a
+    dtype cast; the only way to feed a 1-D or 3-D conv net).
     ``preprocess``: a preset name (see :mod:`onnxviz.preprocess`), or ``None`` for the
     model's metadata (else a warning and ``raw``). ``size``: ``(H, W)`` for models whose
-    spatial dims are dynamic. ``raw_conv``: the conv output before bias/BN/activation.
+    spatial dims are dynamic. ``raw_conv``: the conv output before bias/BN/activation;
+    for quantized convs (QDQ ``Conv``, ``QLinearConv``, ``ConvInteger``) see the table in
+    :mod:`onnxviz.model` — in a QDQ model it costs onnxruntime's quantized fusion.
+    ``feeds``: ``{input name: array}`` for the model's other inputs, if the layers need them.
+    ``max_bytes``: the memory budget (bytes, or ``"4G"``; default :data:`MAX_BYTES`, or the
+    ``ONNXVIZ_MAX_BYTES`` environment variable): a call whose maps and input would need more
+    raises :class:`~onnxviz.errors.ResourceError` before anything is computed.
     """
     chosen = model.select(layers)
     inp = model.input
     if inp is None:
         raise ModelError(f"'{model.path}' has no graph input to feed an image to")
-    if len(inp.shape) != 4:
-        raise UnsupportedModelError(
-            f"the model input '{inp.name}' has shape {list(inp.shape)}; onnxviz feeds images to "
-            "rank-4 inputs (N, C, H, W) or (N, H, W, C)")
-    preset = resolve_preset(model, preprocess)
-    hw = _input_size(model, size)
-    c_dim = inp.shape[3] if inp.layout == "NHWC" else inp.shape[1]
-    channels = c_dim if isinstance(c_dim, int) and c_dim > 0 else 3
     dtype = _NP_TYPES.get(inp.elem_type)
     if dtype is None:
+        known = inp.elem_type in onnx.TensorProto.DataType.values()
         raise UnsupportedModelError(
             f"the model input '{inp.name}' has element type "
-            f"{onnx.helper.tensor_dtype_to_string(inp.elem_type)}; onnxviz feeds float inputs")
-    x = prep.to_tensor(images, size=hw, layout=inp.layout, preset=preset, channels=channels, dtype=dtype)
-    tensors = [layer.conv_output if raw_conv else layer.tensor for layer in chosen]
+            f"{onnx.TensorProto.DataType.Name(inp.elem_type) if known else inp.elem_type}; onnxviz feeds float inputs")
+    rank = len(inp.shape)
+    if isinstance(images, np.ndarray) and (images.ndim == rank or (not rank and images.ndim >= 4)):
+        if preprocess is not None or size is not None:
+            raise ImageError(f"an input array of shape {tuple(images.shape)} is fed to '{inp.name}' "
+                             "as is; preprocess= and size= apply to images only (drop them)")
+        x = _ready_tensor(model, images)
+        spatial = (x.shape[1:3] if inp.layout == "NHWC" else x.shape[2:4]) if rank == 4 else None
+        _check_budget(model, chosen, raw_conv, spatial, len(x), max_bytes)
+    elif rank != 4:
+        raise ImageError(
+            f"the model input '{inp.name}' has shape {list(inp.shape)} (rank {rank}) and cannot "
+            "take an image; pass a numpy array of that shape instead (a .npy file on the command line)")
+    else:
+        preset = resolve_preset(model, preprocess)
+        hw = _input_size(model, size)
+        _check_budget(model, chosen, raw_conv, hw, len(images) if isinstance(images, (list, tuple)) else 1,
+                      max_bytes)
+        c_dim = inp.shape[3] if inp.layout == "NHWC" else inp.shape[1]
+        channels = c_dim if isinstance(c_dim, int) and c_dim > 0 else 3
+        x = prep.to_tensor(images, size=hw, layout=inp.layout, preset=preset, channels=channels, dtype=dtype)
+    extra = _other_feeds(model, feeds)
+    tensors = [_fetched(model, layer, raw_conv) for layer in chosen]
     unique = tuple(dict.fromkeys(tensors))
     sess = _session(model, unique)
+    needed = [i.name for i in sess.get_inputs()]
+    missing = [n for n in needed if n != inp.name and n not in extra]
+    if missing:
+        raise UnsupportedModelError(
+            f"these layers also need the model input(s) {', '.join(repr(n) for n in missing)} besides "
+            f"'{inp.name}'; give them with feeds={{name: array}} (on the command line, --feed NAME=FILE.npy)")
+    others = {n: extra[n] for n in needed if n != inp.name}
+    feed_image = inp.name in needed
     batch_dim = inp.shape[0] if inp.shape else None
     step = batch_dim if isinstance(batch_dim, int) and batch_dim > 0 else len(x)
     chunks = []
@@ -126,10 +364,11 @@ def feature_maps(model: Model, images, layers=None, *, preprocess=None, size=Non
         pad = step - len(part)
         if pad:  # a fixed batch size: fill the last chunk, drop the filler after
             part = np.concatenate([part, np.zeros((pad,) + part.shape[1:], part.dtype)])
-        out = runtime.run(sess, {inp.name: part}, list(unique))
+        out = runtime.run(sess, {**others, **({inp.name: part} if feed_image else {})}, list(unique))
         chunks.append([o[:len(o) - pad] if pad else o for o in out])
     values = [np.concatenate([c[i] for c in chunks]) if len(chunks) > 1 else chunks[0][i]
               for i in range(len(unique))]
-    by_tensor = {t: np.asarray(v, dtype=np.float32) for t, v in zip(unique, values)}
+    owner = {t: layer.name for layer, t in reversed(list(zip(chosen, tensors)))}
+    by_tensor = {t: _as_float(model, t, v, owner[t]) for t, v in zip(unique, values)}
     return {layer.name: by_tensor[t] for layer, t in zip(chosen, tensors)}
 

@@ -7,7 +7,10 @@
 * :func:`prune` keeps only the nodes the requested outputs need (``onnx.utils.Extractor``),
   so asking for ``block1_conv1`` of VGG16 runs block 1 only. onnxruntime does not prune by
   itself: fetching one output of a session still runs the whole graph.
-* :func:`sub_model` is both, the form :mod:`onnxviz.features` uses.
+* :func:`uint8_activations` turns int8 activation QuantizeLinear → DequantizeLinear pairs
+  into uint8 ones with the same values, so that exposing a tensor of a QDQ model keeps
+  onnxruntime's quantized fusions (``QLinearConv``) on x86.
+* :func:`sub_model` is all three, the form :mod:`onnxviz.features` uses.
 
 >>> sub = sub_model(model_proto, ["block1_conv1/Relu:0"])    # doctest: +SKIP
 >>> [o.name for o in sub.graph.output]                      # doctest: +SKIP
@@ -20,12 +23,14 @@ exposed and raises :class:`LayerError`.
 
 from __future__ import annotations
 
+import numpy as np
 import onnx
 import onnx.utils
+from onnx import numpy_helper
 
 from .errors import LayerError
 
-__all__ = ["expose", "prune", "sub_model"]
+__all__ = ["expose", "prune", "uint8_activations", "sub_model"]
 
 
 def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -118,6 +123,101 @@ def prune(model: onnx.ModelProto, outputs) -> onnx.ModelProto:
     return sub
 
 
+def _int8_zero_point(node: onnx.NodeProto, initializers: dict) -> onnx.TensorProto | None:
+    """The inline int8 zero-point initializer of a QuantizeLinear / DequantizeLinear, or ``None``."""
+    if node.domain not in ("", "ai.onnx") or len(node.input) < 3 or \
+            any(a.name == "output_dtype" for a in node.attribute):
+        return None
+    t = initializers.get(node.input[2])
+    if t is None or t.data_type != onnx.TensorProto.INT8 or t.data_location == onnx.TensorProto.EXTERNAL:
+        return None
+    return t
+
+
+def _subgraph_inputs(graph: onnx.GraphProto) -> set:
+    """Names read by nodes inside the If/Loop/Scan bodies of ``graph`` (at any depth)."""
+    names = set()
+    for node in graph.node:
+        for a in node.attribute:
+            for body in ([a.g] if a.HasField("g") else []) + list(a.graphs):
+                names.update(i for n in body.node for i in n.input)
+                names |= _subgraph_inputs(body)
+    return names
+
+
+def uint8_activations(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` with its int8 activation Q → DQ pairs made uint8: every value stays the same.
+
+    With ``q_u8 = q_s8 + 128`` and every zero point ``+ 128``, each DequantizeLinear gives the
+    same float output, bit for bit (and QuantizeLinear saturates at the same values).
+    onnxruntime makes this very rewrite itself on x86 (``QDQS8ToU8Transformer``: its fast
+    ``QLinearConv`` kernels want uint8 activations), but only where a QuantizeLinear has a
+    single consumer. Exposing a layer's DequantizeLinear output gives it a second one
+    (onnxruntime copies the DequantizeLinear for the next node), so without this the pair
+    stays int8 and that layer and the next run as float ``Conv`` (measured: see BENCHMARKS.md).
+
+    Converted: a ``QuantizeLinear`` with an inline int8 zero-point initializer whose output is
+    not a graph output, is not read inside an If/Loop body, and is read only by
+    ``DequantizeLinear`` nodes with inline int8 zero-point initializers; the int8 zero points
+    nothing reads any more are dropped. Everything else stays as it is; a model with nothing
+    to convert is returned as is (not copied).
+    """
+    graph = model.graph
+    inits = {t.name: t for t in graph.initializer}
+    outputs = {o.name for o in graph.output} | _subgraph_inputs(graph)  # names to leave alone
+    consumers: dict[str, list[int]] = {}
+    for k, node in enumerate(graph.node):
+        for name in node.input:
+            if name:
+                consumers.setdefault(name, []).append(k)
+    plan = []  # (Q node index, [DQ node indices])
+    for k, node in enumerate(graph.node):
+        if node.op_type != "QuantizeLinear" or _int8_zero_point(node, inits) is None:
+            continue
+        out = node.output[0]
+        users = consumers.get(out, [])
+        if out in outputs or not users:
+            continue
+        if all(graph.node[u].op_type == "DequantizeLinear" and graph.node[u].input[0] == out
+               and _int8_zero_point(graph.node[u], inits) is not None for u in users):
+            plan.append((k, users))
+    if not plan:
+        return model
+    new = _copy(model)
+    taken = {t.name for t in graph.initializer} | {o for n in graph.node for o in n.output} | \
+        {i.name for i in graph.input}
+    converted: dict[str, str] = {}
+
+    def as_uint8(zp_name: str) -> str:
+        if zp_name not in converted:
+            name, n = f"{zp_name}_uint8", 0
+            while name in taken:
+                n += 1
+                name = f"{zp_name}_uint8_{n}"
+            taken.add(name)
+            value = numpy_helper.to_array(inits[zp_name]).astype(np.int16) + 128
+            new.graph.initializer.append(numpy_helper.from_array(value.astype(np.uint8), name))
+            converted[zp_name] = name
+        return converted[zp_name]
+
+    retyped = set()
+    for q, users in plan:
+        for k in (q, *users):
+            node = new.graph.node[k]
+            node.input[2] = as_uint8(node.input[2])
+        retyped.add(new.graph.node[q].output[0])
+    for vi in new.graph.value_info:  # shape inference may have typed the Q outputs int8
+        if vi.name in retyped and vi.type.tensor_type.elem_type == onnx.TensorProto.INT8:
+            vi.type.tensor_type.elem_type = onnx.TensorProto.UINT8
+    used = {i for n in new.graph.node for i in n.input} | outputs | {i.name for i in new.graph.input}
+    keep = [t for t in new.graph.initializer if t.name not in converted or t.name in used]
+    if len(keep) != len(new.graph.initializer):  # the int8 zero points nothing reads any more
+        del new.graph.initializer[:]
+        new.graph.initializer.extend(keep)
+    return new
+
+
 def sub_model(model: onnx.ModelProto, names) -> onnx.ModelProto:
-    """:func:`expose` then :func:`prune`: the smallest model that outputs ``names``."""
-    return prune(expose(model, names), names)
+    """:func:`expose`, :func:`prune`, :func:`uint8_activations`: the smallest model that
+    outputs ``names``, ready for onnxruntime."""
+    return uint8_activations(prune(expose(model, names), names))

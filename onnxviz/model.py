@@ -19,6 +19,27 @@ single-consumer nodes through a bias ``Add``/``Mul``/``Sub``/``Div`` with a cons
 ``Gelu``, ``Sigmoid``, ``Softplus``, ``Mish``, or ``x * Sigmoid(x)`` / ``x * HardSigmoid(x)``).
 A fan-out, a residual ``Add``, pooling or ``Concat`` ends it.
 
+Quantized models (``onnxruntime.quantization``), by conv op — feature maps are always
+float32, filters ``(q - zero_point) · scale`` (see :mod:`onnxviz.weights`; a ``ConvInteger``
+whose weight scale is not in the graph gives ``q - zero_point``, with a warning):
+
+=================  ================================  ========================================
+op (quantizer)     feature map                       ``raw_conv=True``
+=================  ================================  ========================================
+``Conv`` in QDQ    the ``DequantizeLinear`` after    the float ``Conv`` output before its
+(static QDQ)       the output ``QuantizeLinear``:    ``QuantizeLinear``: onnxruntime cannot
+                   onnxruntime keeps the             fuse that conv then (much slower, see
+                   ``QLinearConv`` fusion            BENCHMARKS.md), and it is the
+                                                     unrounded value
+``QLinearConv``    its uint8/int8 output (a folded   the same tensor (the graph has no
+(QOperator)        ``Relu`` included), dequantized   pre-activation one), dequantized
+                   with its own output scale and
+                   zero point (inputs 6, 7)
+``ConvInteger``    after ``Cast → Mul`` by the       the ``Mul`` output: the int32
+(dynamic)          scales, bias ``Add`` and the      accumulator times ``x_scale · w_scale``,
+                   activation (float tensors)        before the bias
+=================  ================================  ========================================
+
 Model metadata (``metadata_props``) that onnxviz reads — ``scripts/keras_export.py`` writes it:
 
 =========================  ==========================================================
@@ -31,7 +52,9 @@ Model metadata (``metadata_props``) that onnxviz reads — ``scripts/keras_expor
 =========================  ==========================================================
 
 Known limits: only the main graph's convolutions are layers (not those inside If/Loop
-bodies); the model's image input must be rank 4 for feature maps.
+bodies); images go to rank-4 inputs only: a 1-D or 3-D conv net (rank-3 or rank-5 input)
+takes a ready input tensor instead (see :mod:`onnxviz.features`), and its input line in the
+summary says so instead of an image size.
 """
 
 from __future__ import annotations
@@ -72,7 +95,8 @@ _PASS_CONST = {"Add", "Mul", "Sub", "Div"}
 _NORMS = {"BatchNormalization", "InstanceNormalization"}
 _ACTIVATIONS = {
     "Relu", "LeakyRelu", "PRelu", "Clip", "HardSwish", "Tanh", "Elu", "Selu", "Gelu",
-    "Sigmoid", "Softplus", "Mish", "ThresholdedRelu", "Celu", "FastGelu", "QuickGelu",
+    "Sigmoid", "HardSigmoid", "Softplus", "Mish", "ThresholdedRelu", "Celu", "FastGelu",
+    "QuickGelu",
 }
 _GATES = {"Sigmoid", "HardSigmoid"}
 # Nodes an image passes on its way from the graph input to the first conv.
@@ -100,12 +124,13 @@ class Layer:
     dilations: tuple = ()
     weight: str = ""                 # the weight input tensor's name
     activation: str = ""             # what ended the chain: Relu, x*Sigmoid(x), … or ''
+    folded: str = ""                 # what the exporter folded into the weights: BatchNorm, or ''
     node_index: int = field(default=-1, repr=False, compare=False)
 
     def as_dict(self) -> dict:
         d = {k: getattr(self, k) for k in (
             "index", "name", "node", "op", "filter_shape", "group", "strides", "dilations",
-            "tensor", "conv_output", "output_shape", "weight", "activation")}
+            "tensor", "conv_output", "output_shape", "weight", "activation", "folded")}
         return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
 
@@ -118,7 +143,12 @@ class _Index:
         self.producers: dict[str, onnx.NodeProto] = {}
         self.consumers: dict[str, list[onnx.NodeProto]] = {}
         for node in self.nodes:
+            if not node.output:
+                raise ModelError(f"the graph is broken: node '{node.name}' ({node.op_type}) has no outputs")
             for out in node.output:
+                if out in self.producers:
+                    raise ModelError(f"the graph is broken: tensor '{out}' is the output of two nodes, "
+                                     f"'{self.producers[out].name}' and '{node.name}' (each tensor is made once)")
                 if out:
                     self.producers[out] = node
             for inp in node.input:
@@ -149,23 +179,103 @@ def node_attr(node: onnx.NodeProto, name: str, default=None):
 
 
 def _follow_qdq(index: _Index, name: str) -> str:
-    q = index.only_consumer(name)
-    if q is not None and q.op_type == "QuantizeLinear" and q.input[0] == name:
-        dq = index.only_consumer(q.output[0])
-        if dq is not None and dq.op_type == "DequantizeLinear":
-            return dq.output[0]
+    """Through a ``QuantizeLinear → DequantizeLinear`` pair: the DequantizeLinear output.
+
+    Several equal pairs (the same scale, zero point and attributes: the quantizer's
+    ``DedicatedQDQPair`` option gives one per consumer) give the first: their values are equal.
+    """
+    def same(nodes, op, source):
+        return nodes and all(n.op_type == op and n.input[0] == source and list(n.input[1:]) ==
+                             list(nodes[0].input[1:]) and list(n.attribute) == list(nodes[0].attribute)
+                             for n in nodes)
+
+    qs = index.consumers.get(name, [])
+    if name in index.outputs or not same(qs, "QuantizeLinear", name):
+        return name
+    q = qs[0]
+    dqs = index.consumers.get(q.output[0], [])
+    if q.output[0] not in index.outputs and same(dqs, "DequantizeLinear", q.output[0]):
+        return dqs[0].output[0]
     return name
 
 
+_FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE,
+                onnx.TensorProto.BFLOAT16}
+# com.microsoft activations on quantized tensors: (X, X_scale, X_zp, Y_scale, Y_zp)
+QLINEAR_ACTIVATIONS = {"QLinearLeakyRelu": "LeakyRelu", "QLinearSigmoid": "Sigmoid"}
+
+
+def _is_static(index: _Index, name: str, depth: int = 0) -> bool:
+    """Whether ``name`` is computed from constants only (an initializer, a ``Constant``, or
+    e.g. the ``Reshape`` of an initializer that ``quantize_dynamic`` writes for a bias)."""
+    if index.is_constant(name):
+        return True
+    node = index.producers.get(name)
+    if node is None or depth >= 8 or not node.input or any(a.g.node or a.graphs for a in node.attribute):
+        return False
+    return all(_is_static(index, i, depth + 1) for i in node.input if i)
+
+
+def convinteger_scaling(index: _Index, conv_output: str):
+    """``(Cast node, Mul node)`` after a ``ConvInteger``, or ``None``.
+
+    ``quantize_dynamic`` writes ``ConvInteger → Cast(float) → Mul(·, x_scale · w_scale) →
+    [bias Add]``: the ``Mul`` output is the float conv output (before bias).
+    """
+    producer = index.producers.get(conv_output)
+    if producer is None or producer.op_type != "ConvInteger":
+        return None
+    cast = index.only_consumer(conv_output)
+    if cast is None or cast.op_type != "Cast" or node_attr(cast, "to") not in _FLOAT_TYPES:
+        return None
+    mul = index.only_consumer(cast.output[0])
+    if mul is None or mul.op_type != "Mul" or len(mul.input) != 2:
+        return None
+    return cast, mul
+
+
+def _follow_qlinear(index: _Index, name: str) -> tuple[str, str]:
+    """From a ``QLinearConv`` output: through a quantized activation (``QLinearLeakyRelu``, …)
+    and a ``DequantizeLinear``, where present. ``(tensor, activation)``."""
+    activation = ""
+    user = index.only_consumer(name)
+    if user is not None and user.domain == "com.microsoft" and user.op_type in QLINEAR_ACTIVATIONS \
+            and user.input[0] == name:
+        name, activation = user.output[0], QLINEAR_ACTIVATIONS[user.op_type]
+        user = index.only_consumer(name)
+    if user is not None and user.op_type == "DequantizeLinear" and user.input[0] == name:
+        name = user.output[0]
+    return name, activation
+
+
 def feature_tensor(index: _Index, conv_output: str) -> tuple[str, str]:
-    """``(tensor, activation)``: where the layer's feature map is, following the chain."""
-    cur = _follow_qdq(index, conv_output)
+    """``(tensor, activation)``: where the layer's feature map is, following the chain.
+
+    Quantized convs: a ``QLinearConv``'s feature map is its quantized output (or that of a
+    ``QLinearLeakyRelu``/``QLinearSigmoid`` after it, or a ``DequantizeLinear`` after those,
+    from which the float chain goes on); :mod:`onnxviz.features` dequantizes it with the
+    node's own output scale and zero point. A ``ConvInteger``'s chain starts after its
+    ``Cast → Mul`` by the scales (see :func:`convinteger_scaling`); without that pattern its
+    feature map is the int32 accumulator.
+    """
+    cur = conv_output
+    producer = index.producers.get(conv_output)
+    if producer is not None and producer.op_type == "QLinearConv":
+        cur, activation = _follow_qlinear(index, conv_output)
+        if activation or index.producers[cur].op_type != "DequantizeLinear":
+            return cur, activation
+    elif producer is not None and producer.op_type == "ConvInteger":
+        scaling = convinteger_scaling(index, conv_output)
+        if scaling is None:
+            return conv_output, ""
+        cur = scaling[1].output[0]
+    cur = _follow_qdq(index, cur)
     while True:  # bias and normalisation
         node = index.only_consumer(cur)
         if node is None:
             break
         others = [i for i in node.input if i and i != cur]
-        if node.op_type in _PASS_CONST and len(node.input) == 2 and all(index.is_constant(i) for i in others) \
+        if node.op_type in _PASS_CONST and len(node.input) == 2 and all(_is_static(index, i) for i in others) \
                 and (node.op_type in ("Add", "Mul") or node.input[0] == cur):
             cur = _follow_qdq(index, node.output[0])
         elif node.op_type in _NORMS and node.input[0] == cur:
@@ -195,13 +305,13 @@ def _torchscript_name(node_name: str) -> str | None:
     segments = [s for s in node_name.split("/") if s][:-1]
     if not segments:
         return None
-    acc = ""
+    # A child of a Sequential/ModuleList is scoped '<its parent's own scope>.<index>':
+    # '/layer1/layer1.1/downsample/downsample.0/Conv' → layer1 . 1 . downsample . 0
+    pieces, prev = [], ""
     for seg in segments:
-        if acc and seg.startswith(acc + "."):
-            acc = seg
-        else:
-            acc = f"{acc}.{seg}" if acc else seg
-    return acc
+        pieces.append(seg[len(prev) + 1:] if prev and seg.startswith(prev + ".") else seg)
+        prev = seg
+    return ".".join(pieces)
 
 
 def _dynamo_name(node: onnx.NodeProto) -> str | None:
@@ -233,6 +343,53 @@ def _tf_layer(name: str) -> str | None:
     return segments[-2] if len(segments) >= 2 else None
 
 
+_TORCHSCRIPT_COMPUTED = re.compile(r"onnx::(?:Conv|ConvTranspose)_\d+")
+
+
+def folded_into(node: onnx.NodeProto, weight: str) -> str:
+    """What the exporter folded into this conv's weights: ``"BatchNorm"``, or ``""``.
+
+    Then :meth:`Model.filters` returns the folded weights (``w · γ/√(σ²+ε)``), not the
+    framework's parameter. Evidence, by exporter: the dynamo exporter records its rewrite
+    (``pkg.onnxscript.rewriter.rule_name`` = ``FuseBatchNormIntoConv``); the TorchScript
+    exporter names a weight it computed ``onnx::Conv_<n>`` instead of the parameter's name,
+    which in an eval-mode export is its Conv+BatchNorm fusion; tf2onnx names a BN-folded conv
+    after the BN's scope (``…/bn_Conv1_1/batchnorm/mul_1``).
+    """
+    for p in node.metadata_props:
+        if p.key == "pkg.onnxscript.rewriter.rule_name" and "BatchNorm" in p.value:
+            return "BatchNorm"
+    if node.name.startswith("/") and _TORCHSCRIPT_COMPUTED.fullmatch(weight):
+        return "BatchNorm"
+    if "/" in node.name and not node.name.startswith("/") and "batchnorm" in node.name.lower():
+        return "BatchNorm"
+    return ""
+
+
+def _conv_attrs(node: onnx.NodeProto) -> tuple:
+    """``(group, strides, dilations)`` of a conv node, checked: a broken model says so here."""
+    group = node_attr(node, "group", 1)
+    if not isinstance(group, int) or group < 1:
+        raise ModelError(f"conv '{node.name}' has group={group!r}; it must be a whole number, 1 or more")
+    found = [group]
+    for name in ("strides", "dilations"):
+        value = node_attr(node, name, ()) or ()
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, int) for v in value):
+            raise ModelError(f"conv '{node.name}' has {name}={value!r}; it must be a list of whole numbers")
+        found.append(tuple(value))
+    return tuple(found)
+
+
+def _check_conv_inputs(index: _Index, node: onnx.NodeProto, weight: str) -> None:
+    """A conv without data or weight input, or whose weight nothing provides, is a broken model."""
+    if not node.input or not node.input[0]:
+        raise ModelError(f"conv '{node.name}' has no data input; the graph is broken")
+    graph_inputs = {i.name for i in index.inputs}
+    if not weight or not (weight in index.initializers or weight in index.producers or weight in graph_inputs):
+        raise ModelError(f"conv '{node.name}' takes its weights from '{weight}', which no initializer, "
+                         "node or graph input provides; the graph is broken")
+
+
 def friendly_names(index: _Index, convs: list, metadata: dict) -> list[str]:
     """One unique friendly name per conv node (see the design's naming rules)."""
     mapping = {}
@@ -243,14 +400,20 @@ def friendly_names(index: _Index, convs: list, metadata: dict) -> list[str]:
             warnings.warn(f"model metadata '{META['layer_names']}' is not JSON; ignored", OnnxvizWarning)
         if not isinstance(mapping, dict):
             mapping = {}
+        mapping = {k: v for k, v in mapping.items() if isinstance(v, str)}  # names are text
     names: list[str | None] = []
     tf_scopes: list[str | None] = []
     for node, weight in convs:
         name = mapping.get(node.name) or mapping.get(weight)
+        node_name = node.name
+        if node.op_type in ("QLinearConv", "ConvInteger"):  # onnxruntime.quantization's renames
+            weight = re.sub(r"_quantized$", "", weight)
+            node_name = re.sub(r"_quant$", "", node_name)
+        name = name or mapping.get(node_name) or mapping.get(weight)
         if not name:
-            name = _torch_weight_name(weight) or _dynamo_name(node) or _torchscript_name(node.name)
+            name = _torch_weight_name(weight) or _dynamo_name(node) or _torchscript_name(node_name)
         names.append(name)
-        tf_scopes.append(None if name else (_tf_layer(weight) or _tf_layer(node.name)))
+        tf_scopes.append(None if name else (_tf_layer(weight) or _tf_layer(node_name)))
     # Keras 3 under tf2onnx scopes every layer call as '<layer>_1'; strip that suffix only when
     # *every* tf-style scope has it, so that a real layer named 'conv_1' (scope 'conv_1_1') stays.
     scoped = [s for s in tf_scopes if s]
@@ -260,6 +423,8 @@ def friendly_names(index: _Index, convs: list, metadata: dict) -> list[str]:
             names[i] = re.sub(r"_\d+$", "", scope) if strip else scope
     out, seen = [], set()
     for (node, _), name in zip(convs, names):
+        if not name and node.op_type in ("QLinearConv", "ConvInteger"):
+            name = re.sub(r"_quant$", "", node.name)
         name = name or node.name or f"conv_{len(out)}"
         if name in seen:
             name = node.name if node.name and node.name not in seen else f"{name}#{len(out)}"
@@ -297,7 +462,7 @@ def _find_input(index: _Index, first_conv, metadata: dict) -> InputInfo | None:
         node = index.producers.get(cur)
         if node is None or node.op_type not in _INPUT_PATH:
             break
-        if node.op_type == "Transpose" and list(node_attr(node, "perm", [])) == [0, 3, 1, 2]:
+        if node.op_type == "Transpose" and node_attr(node, "perm") == [0, 3, 1, 2]:
             nhwc = True
         cur = next((i for i in node.input if i and not index.is_constant(i)), "")
         seen += 1
@@ -313,7 +478,7 @@ def _find_input(index: _Index, first_conv, metadata: dict) -> InputInfo | None:
         size, size_from = DEFAULT_SIZE, "default"
         meta = metadata.get(META["input_size"], "")
         m = re.fullmatch(r"\s*(\d+)\s*[,x×]\s*(\d+)\s*", meta)
-        if m:
+        if m and int(m.group(1)) > 0 and int(m.group(2)) > 0:
             size, size_from = (int(m.group(1)), int(m.group(2))), "metadata"
     return InputInfo(vi.name, layout, shape, vi.type.tensor_type.elem_type, size, size_from)
 
@@ -360,7 +525,8 @@ class Model:
     def __init__(self, proto: onnx.ModelProto, path: str = "<memory>", base_dir: str | None = None):
         self.proto = proto
         self.path = os.fspath(path)
-        self.base_dir = base_dir or os.path.dirname(os.path.abspath(self.path))
+        # The real folder (a symbolic link to a model resolved): external data is looked up beside the real file
+        self.base_dir = base_dir or os.path.dirname(os.path.realpath(self.path))
         self.metadata = {p.key: p.value for p in proto.metadata_props}
         graph = proto.graph
         nchwc = next((n for n in graph.node if n.domain == "com.microsoft.nchwc"), None)
@@ -377,6 +543,7 @@ class Model:
             if (node.domain if node.domain != "ai.onnx" else "", node.op_type) in CONV_OPS:
                 w_at = 3 if node.op_type == "QLinearConv" else 1
                 convs.append((node, node.input[w_at] if len(node.input) > w_at else "", i))
+                _check_conv_inputs(self._index, node, convs[-1][1])
         if not convs:
             ops = sorted({n.op_type for n in graph.node})
             raise ModelError(
@@ -391,15 +558,20 @@ class Model:
             out = node.output[0]
             tensor, activation = feature_tensor(self._index, out)
             w_dims = self._weight_dims(weight, shapes)
+            if (w_dims or weight in self._index.initializers) and len(w_dims) < 3:
+                raise ModelError(f"the weight of conv '{node.name}' ('{weight}') has shape "
+                                 f"{format_shape(w_dims) if w_dims else '() (a scalar)'}; a convolution "
+                                 "weight has rank 3 or more (O, I/group, *kernel)")
+            group, strides, dilations = _conv_attrs(node)
             fm = shapes.get(tensor) or shapes.get(out)
             layers.append(Layer(
                 index=k, name=name, node=node.name, op=node.op_type,
-                filter_shape=w_dims, group=int(node_attr(node, "group", 1)),
+                filter_shape=w_dims, group=group,
                 tensor=tensor, conv_output=out,
                 output_shape=tuple(fm[1:]) if fm and all(isinstance(d, int) for d in fm[1:]) else None,
-                strides=tuple(node_attr(node, "strides", ()) or ()),
-                dilations=tuple(node_attr(node, "dilations", ()) or ()),
-                weight=weight, activation=activation, node_index=i,
+                strides=strides, dilations=dilations,
+                weight=weight, activation=activation, folded=folded_into(node, weight),
+                node_index=i,
             ))
         self.layers: list[Layer] = layers
         self._by_key: dict[str, Layer] = {}
@@ -487,13 +659,17 @@ class Model:
         from .weights import conv_filters
         return conv_filters(self, self.layer(layer))
 
-    def feature_maps(self, images, layers=None, *, preprocess=None, size=None, raw_conv=False) -> dict:
+    def feature_maps(self, images, layers=None, *, preprocess=None, size=None, raw_conv=False,
+                     feeds=None, max_bytes=None) -> dict:
         """``{layer name: float32 (N, C, H, W)}`` for an image or a batch of them.
 
-        See :func:`onnxviz.features.feature_maps`.
+        ``images`` may also be a ready input tensor (an array of the input's rank), and
+        ``feeds={name: array}`` gives the model's other inputs; ``max_bytes`` is the memory
+        budget. See :func:`onnxviz.features.feature_maps`.
         """
         from .features import feature_maps
-        return feature_maps(self, images, layers, preprocess=preprocess, size=size, raw_conv=raw_conv)
+        return feature_maps(self, images, layers, preprocess=preprocess, size=size, raw_conv=raw_conv,
+                            feeds=feeds, max_bytes=max_bytes)
 
     def summary_text(self) -> str:
         """The layer table ``onnxviz summary`` prints: file, input, one row per conv."""
@@ -526,14 +702,18 @@ def summary_text(info: dict) -> str:
     lines = [f"model   {info['path']}  ({info['producer'] or 'unknown producer'}, "
              f"opset {info['opset'].get('ai.onnx', '?')})"]
     inp = info["input"]
-    if inp:
+    if inp and len(inp["shape"]) not in (0, 4):  # a 1-D / 3-D conv net: no images
+        lines.append(f"input   {inp['name']}  {inp['shape']}  takes no image: feed an array of this shape")
+    elif inp:
         lines.append(f"input   {inp['name']}  {inp['layout']} {inp['shape']}  images → {format_shape(inp['size'])} "
                      f"({inp['size_from']})  preprocess: {info['preprocess'] or 'none given (raw)'}")
-    rows = [("#", "layer", "op", "filters", "group", "stride", "feature map", "after")]
+    folded = any(l.get("folded") for l in info["layers"])  # the column only when it says something
+    rows = [("#", "layer", "op", "filters", "group", "stride", "feature map", "after")
+            + (("folded in",) if folded else ())]
     for l in info["layers"]:
         rows.append((str(l["index"]), l["name"], l["op"], format_shape(l["filter_shape"]), str(l["group"]),
                      ",".join(map(str, l["strides"])) or "1", format_shape(l["output_shape"]),
-                     l["activation"] or "-"))
+                     l["activation"] or "-") + ((l.get("folded") or "-",) if folded else ()))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
     return "\n".join(lines)
@@ -547,8 +727,13 @@ def load(path) -> Model:
     ('block1_conv1', (16, 3, 3, 3))
     """
     proto = read_model(path)
-    if not proto.HasField("graph") or not proto.graph.node:
-        raise ModelError(f"'{os.fspath(path)}' is not an ONNX model: it has no graph nodes")
+    if not proto.HasField("graph") and proto.ir_version > 0:
+        raise ModelError(f"'{os.fspath(path)}' is an ONNX model without a graph: nothing to show")
+    if not proto.HasField("graph"):
+        raise ModelError(f"'{os.fspath(path)}' is not an ONNX model: it has neither a graph nor an IR version "
+                         "(a tensor, graph or other protobuf message saved on its own?)")
+    if not proto.graph.node:
+        raise ModelError(f"'{os.fspath(path)}' has an empty graph: no nodes, so no convolution")
     if proto.ir_version <= 0:
         raise ModelError(f"'{os.fspath(path)}' is not an ONNX model: it has no IR version")
     return Model(proto, path)

@@ -38,7 +38,7 @@ def check_target(path, *, protect=()) -> str:
     if not os.access(folder, os.W_OK | os.X_OK):
         raise OutputError(f"output folder '{os.path.dirname(path) or '.'}' is not writable")
     for other in protect:
-        if other and os.path.exists(path) and os.path.samefile(path, other):
+        if other and os.path.exists(path) and os.path.exists(other) and os.path.samefile(path, other):
             raise OutputError(f"output '{path}' is the input file '{other}'; choose another name")
     return path
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 import warnings
 
 import numpy as np
@@ -53,7 +54,12 @@ def _describe(src) -> str:
 def _open(path) -> Image.Image:
     shown = os.fspath(path)
     try:
-        if os.path.getsize(path) == 0:
+        info = os.stat(path)
+        if stat.S_ISDIR(info.st_mode):
+            raise ImageError(f"image '{shown}' is a folder, not an image file")
+        if not stat.S_ISREG(info.st_mode):
+            raise ImageError(f"image '{shown}' is not a regular file (a device, pipe or socket)")
+        if info.st_size == 0:
             raise ImageError(f"image '{shown}' is empty (0 bytes)")
     except FileNotFoundError:
         raise ImageError(f"image file '{shown}' does not exist") from None

@@ -14,20 +14,30 @@ same pixels. Matplotlib's own image pipeline is not used to draw mosaics: for 64
 >>> img = feature_map_image(fm["block1_conv1"], "block1_conv1")  # a PIL image
 >>> save_png(img, "maps.png")                                     # atomic write
 
-Known limits: 2-D convolutions only (1-D and 3-D layers raise
-:class:`~onnxviz.errors.UnsupportedModelError`); ``rgb=True`` needs 3 input channels.
+1-D and 3-D convolutions get a 2-D view. 1-D filters ``(O, I, k)``: the same grid as 2-D
+filters, each kernel a ``1×k`` strip. 1-D maps ``(N, C, L)``: one horizontal strip per
+channel, stacked top to bottom (pass ``spatial=1``: a 3-D array is otherwise one image's
+``(C, H, W)``). 3-D filters and maps: their middle depth slice (``depth=`` picks another),
+the slice index in the title.
+
+Known limits: convolutions of 4 or more spatial dims raise
+:class:`~onnxviz.errors.UnsupportedModelError`; a 3-D layer shows one depth slice per
+picture; ``rgb=True`` needs 3 input channels.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import math
 import os
+import struct
+import zlib
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from .errors import OnnxvizError, UnsupportedModelError
+from .errors import OnnxvizError, ResourceError, UnsupportedModelError
 from .output import write_atomic
 
 __all__ = ["mosaic", "filter_image", "feature_map_image", "plot_filters", "plot_feature_maps",
@@ -37,6 +47,12 @@ _MIN_TILE_PX = 48          # small maps are enlarged (nearest) to at least this
 _FILTER_CELL_PX = 36       # a kernel is drawn this large (3×3 → 12 px per weight)
 _BACKGROUND = (255, 255, 255)
 _TITLE_PX = 28
+#: The largest picture drawn, in pixels: Pillow's own decompression-bomb threshold, so that
+#: every PNG onnxviz writes can be opened again (and a mosaic stays a few hundred MB at most).
+MAX_PIXELS = 89_478_485
+_STRIP_PX = 12             # a 1-D kernel or map is drawn as a strip this tall
+_STRIP_MIN_W_PX = 192      # short 1-D maps are widened (nearest) to at least this
+_STRIP_LABEL_PX = 30       # left margin for the channel numbers of 1-D maps
 
 
 # ------------------------------------------------------------------ numpy helpers
@@ -59,6 +75,7 @@ def mosaic(tiles: np.ndarray, cols: int | None = None, gap: int = 1, fill=np.nan
     cells get ``fill``.
     """
     n, h, w = tiles.shape[:3]
+    _check_pixels(n, h, w, gap, cols)
     rows, cols = _grid(n, cols)
     extra = tiles.shape[3:]
     padded = np.full((rows * cols, h + gap, w + gap) + extra, fill, tiles.dtype)
@@ -66,6 +83,46 @@ def mosaic(tiles: np.ndarray, cols: int | None = None, gap: int = 1, fill=np.nan
     grid = padded.reshape((rows, cols, h + gap, w + gap) + extra).swapaxes(1, 2)
     grid = grid.reshape((rows * (h + gap), cols * (w + gap)) + extra)
     return grid[:rows * (h + gap) - gap, :cols * (w + gap) - gap]
+
+
+def _check_pixels(n: int, h: int, w: int, gap: int, cols: int | None) -> None:
+    """Refuse a mosaic over :data:`MAX_PIXELS`, naming the ``max`` that would fit.
+
+    With ``cols`` fixed (a filter grid, 1-D strips) ``max`` counts rows; otherwise tiles.
+    """
+    def pixels(k: int) -> int:
+        r, c = _grid(max(k, 1), cols)
+        return (r * (h + gap) - gap) * (c * (w + gap) - gap)
+
+    total = pixels(n)
+    if total <= MAX_PIXELS:
+        return
+    lo, hi = 0, (n if cols is None else -(-n // cols))  # largest count that fits, by bisection
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if pixels(mid * (cols or 1)) <= MAX_PIXELS else (lo, mid - 1)
+    rows, width = _grid(n, cols)
+    advice = (f"draw at most {lo} (--max {lo} on the command line, max={lo} in Python)" if lo else
+              f"even one tile of {h}×{w} is over it")
+    raise ResourceError(
+        f"this picture would be {width * (w + gap) - gap}×{rows * (h + gap) - gap} = {total:,} pixels, over "
+        f"the limit of {MAX_PIXELS:,} (render.MAX_PIXELS); {advice}")
+
+
+def _paint_gaps(body: np.ndarray, n: int, th: int, tw: int, gap: int, colour) -> None:
+    """Paint, in place, the gaps and empty cells of a :func:`mosaic` of ``n`` tiles ``th×tw``.
+
+    The same pixels as ``body[mosaic(zeros((n, th, tw), bool), gap=gap, fill=True)] = colour``,
+    by slices instead of a boolean mask (a 64-map VGG16 mosaic: ~2 ms, not ~15 ms).
+    """
+    rows, cols = _grid(n)
+    for r in range(1, rows):
+        body[r * (th + gap) - gap:r * (th + gap)] = colour
+    for q in range(1, cols):
+        body[:, q * (tw + gap) - gap:q * (tw + gap)] = colour
+    for k in range(n, rows * cols):  # the empty cells of the last row
+        r, q = divmod(k, cols)
+        body[r * (th + gap):r * (th + gap) + th, q * (tw + gap):q * (tw + gap) + tw] = colour
 
 
 def _enlarge(tiles: np.ndarray, min_px: int) -> np.ndarray:
@@ -81,6 +138,12 @@ _LUTS: dict[str, np.ndarray] = {}
 
 def _lut(cmap: str) -> np.ndarray:
     if cmap not in _LUTS:
+        from ._cmaps import builtin_lut
+
+        table = builtin_lut(cmap)  # gray and viridis are stored: no matplotlib import (~0.1 s)
+        if table is not None:
+            _LUTS[cmap] = table
+            return table
         import matplotlib
 
         try:
@@ -107,12 +170,12 @@ _FONTS: dict[int, ImageFont.ImageFont] = {}
 
 def _font(px: int):
     if px not in _FONTS:
-        try:
-            import matplotlib
-
-            path = os.path.join(matplotlib.get_data_path(), "fonts", "ttf", "DejaVuSans.ttf")
+        try:  # matplotlib's DejaVu Sans, found without importing matplotlib (~0.1 s)
+            spec = importlib.util.find_spec("matplotlib")
+            folder = os.path.dirname(spec.origin) if spec and spec.origin else ""
+            path = os.path.join(folder, "mpl-data", "fonts", "ttf", "DejaVuSans.ttf")
             _FONTS[px] = ImageFont.truetype(path, px)
-        except OSError:
+        except (OSError, ImportError, ValueError):
             _FONTS[px] = ImageFont.load_default(px)
     return _FONTS[px]
 
@@ -132,10 +195,22 @@ def _titled(body: np.ndarray, title: str, left: int = 0, top_extra: int = 0) -> 
 
 # ------------------------------------------------------------------ pictures
 
-def _require_2d(spatial, what: str):
-    if len(spatial) != 2:
-        kind = {1: "1-D", 3: "3-D"}.get(len(spatial), f"{len(spatial)}-D")
-        raise UnsupportedModelError(f"{what} is a {kind} convolution; onnxviz draws 2-D convolutions only")
+def _kind(spatial: int) -> str:
+    return f"{spatial}-D"
+
+
+def _depth_index(depth, size: int, what: str) -> int:
+    """The depth slice to show of ``size``: ``depth`` (checked), else the middle one."""
+    if depth is None:
+        return size // 2
+    if not isinstance(depth, (int, np.integer)) or not -size <= depth < size:
+        raise OnnxvizError(f"depth {depth!r} is out of range for {what}; it has {size} depth slices "
+                           f"(0 to {size - 1})")
+    return int(depth) % size
+
+
+def _depth_note(d: int, size: int, chosen) -> str:
+    return f"depth slice {d} of 0–{size - 1}{' (the middle)' if chosen is None else ''}"
 
 
 def _check_max(value):
@@ -158,31 +233,59 @@ def _filters_of(model_or_filters, layer, channel_order):
 
 def filter_image(model_or_filters, layer=None, *, max: int | None = None, rgb: bool = False,
                  channel_order: str | None = None, max_channels: int = 16,
-                 cmap: str = "gray") -> Image.Image:
+                 cmap: str = "gray", depth: int | None = None) -> Image.Image:
     """The filters of one layer as a PIL image (see :func:`plot_filters`)."""
     filters, name, order, note = _filters_of(model_or_filters, layer, channel_order)
-    _require_2d(filters.shape[2:], f"layer '{name}'")
+    spatial = filters.ndim - 2
+    if spatial not in (1, 2, 3):
+        raise UnsupportedModelError(f"layer '{name}' is a {_kind(spatial)} convolution (filters "
+                                    f"{filters.shape}); onnxviz draws 1-D, 2-D and 3-D convolutions")
     _check_max(max)
-    o, i, kh, kw = filters.shape
-    norm = _normalise(filters.astype(np.float32), None)  # one scale for the whole layer
+    # One scale for the whole layer, applied only to the filters drawn: a 256 MB layer is
+    # neither copied nor normalised whole (``unit`` below).
+    norm = np.asarray(filters, dtype=np.float32)
+    lo, hi = norm.min(), norm.max()
+
+    def unit(t):
+        return (t - lo) / (hi - lo) if hi > lo else np.zeros_like(t)
+
+    if spatial == 1:    # (O, I, k): each kernel a 1×k strip
+        norm = norm[:, :, None, :]
+        kernel = f"1-D length {filters.shape[2]}"
+    elif spatial == 3:  # (O, I, kD, kH, kW): one depth slice of every kernel
+        d = _depth_index(depth, filters.shape[2], f"layer '{name}'")
+        kernel = f"{'×'.join(map(str, filters.shape[2:]))}, {_depth_note(d, filters.shape[2], depth)}"
+        norm = norm[:, :, d]
+    else:
+        kernel = f"{filters.shape[2]}×{filters.shape[3]}"
+    if depth is not None and spatial != 3:
+        raise OnnxvizError(f"depth= is for 3-D convolutions; layer '{name}' is {_kind(spatial)}")
+    o, i, kh, kw = norm.shape
+
+    def enlarge(tiles):
+        tiles = _enlarge(tiles, _FILTER_CELL_PX)
+        if spatial == 1 and tiles.shape[1] < _STRIP_PX:  # a strip thick enough to see
+            tiles = tiles.repeat(math.ceil(_STRIP_PX / tiles.shape[1]), axis=1)
+        return tiles
+
     if rgb:
         if i != 3:
             raise OnnxvizError(f"rgb=True needs filters with 3 input channels; layer '{name}' has {i}")
         n = min(o, max or 64)
-        tiles = norm[:n].transpose(0, 2, 3, 1)
+        tiles = unit(norm[:n]).transpose(0, 2, 3, 1)
         if order.upper() == "BGR":
             tiles = tiles[..., ::-1]
-        tiles = _enlarge((tiles * 255 + 0.5).astype(np.uint8), _FILTER_CELL_PX)
+        tiles = enlarge((tiles * 255 + 0.5).astype(np.uint8))
         body = mosaic(tiles, gap=3, fill=255)
-        title = f"{name}: first {n} of {o} filters {kh}×{kw}, as RGB colour{note}"
+        title = f"{name}: first {n} of {o} filters {kernel}, as RGB colour{note}"
         return _titled(body, title)[0]
     n, c = min(o, max or 16), min(i, max_channels)
-    tiles = _enlarge(norm[:n, :c].reshape(n * c, kh, kw), _FILTER_CELL_PX)
+    tiles = enlarge(unit(norm[:n, :c]).reshape(n * c, kh, kw))
     body = _colour(mosaic(tiles, cols=c, gap=3), cmap)
     th, tw = tiles.shape[1:3]
     left, top_extra = 34, 18
     title = (f"{name}: first {n} of {o} filters (rows) × {c} of {i} input channels, "
-             f"{kh}×{kw}, one scale{note}")
+             f"{kernel}, one scale{note}")
     img, draw = _titled(body, title, left=left, top_extra=top_extra)
     font = _font(11)
     names = list(order.upper()) if c == 3 and len(order) == 3 else [str(k) for k in range(c)]
@@ -206,23 +309,44 @@ def model_channel_order(model) -> str:
 
 
 def feature_map_image(maps: np.ndarray, name: str = "", *, max: int = 64, shared: bool = False,
-                      image: int = 0, cmap: str = "viridis", labels: bool = True) -> Image.Image:
+                      image: int = 0, cmap: str = "viridis", labels: bool = True,
+                      spatial: int | None = None, depth: int | None = None) -> Image.Image:
     """The first ``max`` maps of a layer as one near-square mosaic, as a PIL image.
 
     ``maps``: ``(N, C, H, W)`` (image ``image`` of the batch is drawn) or ``(C, H, W)``. Each
     map is normalised on its own (``shared=True``: one scale for all shown); a constant map
     is drawn at the colour map's low end. Each tile carries its channel index; the title
     gives the layer name and shape.
+
+    ``spatial``: the number of spatial axes (1, 2 or 3). By default a 5-D array is a 3-D
+    layer's ``(N, C, D, H, W)``, a 4-D one ``(N, C, H, W)`` and a 3-D one ``(C, H, W)``; a 1-D
+    layer's ``(N, C, L)`` needs ``spatial=1`` (the command line passes it). 1-D maps are
+    drawn as one horizontal strip per channel (rows, top to bottom), one pixel column per
+    sample (widened for short signals). 3-D maps are drawn as their depth slice ``depth``
+    (default: the middle one, ``D // 2``), named in the title.
     """
     maps = np.asarray(maps)
-    if maps.ndim == 4:
+    if spatial is None:
+        spatial = {5: 3, 4: 2, 3: 2}.get(maps.ndim)
+    elif spatial not in (1, 2, 3):
+        raise OnnxvizError(f"spatial must be 1, 2 or 3 (the number of spatial axes), not {spatial!r}")
+    if spatial is None or maps.ndim not in (spatial + 1, spatial + 2):
+        raise UnsupportedModelError(
+            f"feature maps {name + ' ' if name else ''}have shape {maps.shape}; onnxviz draws "
+            "(N, C, L) maps (with spatial=1), (N, C, H, W) and (N, C, D, H, W), or one image's, without N")
+    if maps.ndim == spatial + 2:
         if not -maps.shape[0] <= image < maps.shape[0]:
             raise OnnxvizError(f"image {image} is out of range; the batch has {maps.shape[0]}")
         maps = maps[image]
-    if maps.ndim != 3:
-        raise UnsupportedModelError(
-            f"feature maps {name + ' ' if name else ''}have shape {maps.shape}; onnxviz draws "
-            "2-D maps (N, C, H, W)")
+    if depth is not None and spatial != 3:
+        raise OnnxvizError(f"depth= is for 3-D feature maps; these are {_kind(spatial)} {maps.shape}")
+    if spatial == 1:
+        return _strip_image(maps, name, max=max, shared=shared, cmap=cmap, labels=labels)
+    shape_text, slice_note = "×".join(map(str, maps.shape)), ""
+    if spatial == 3:
+        d = _depth_index(depth, maps.shape[1], "these feature maps")
+        slice_note = f", {_depth_note(d, maps.shape[1], depth)}"
+        maps = maps[:, d]
     _check_max(max)
     c, h, w = maps.shape
     n = min(c, max)
@@ -230,10 +354,10 @@ def feature_map_image(maps: np.ndarray, name: str = "", *, max: int = 64, shared
     idx = (norm * 255 + 0.5).astype(np.uint8)
     tiles = _enlarge(idx, _MIN_TILE_PX)
     th, tw = tiles.shape[1:3]
-    body = _lut(cmap)[mosaic(tiles, gap=2, fill=0)]
-    body[mosaic(np.zeros((n, th, tw), bool), gap=2, fill=True)] = _BACKGROUND
+    body = np.take(_lut(cmap), mosaic(tiles, gap=2, fill=0), axis=0)  # 2× faster than lut[idx]
+    _paint_gaps(body, n, th, tw, 2, _BACKGROUND)
     scale = "one scale for all" if shared else "each map on its own scale"
-    title = f"{name + ': ' if name else ''}{c}×{h}×{w}, first {n} of {c} maps, {scale}"
+    title = f"{name + ': ' if name else ''}{shape_text}{slice_note}, first {n} of {c} maps, {scale}"
     img, draw = _titled(body, title)
     if labels:
         font = _font(10 if tw >= 40 else 8)
@@ -244,6 +368,31 @@ def feature_map_image(maps: np.ndarray, name: str = "", *, max: int = 64, shared
             box = draw.textbbox((x + 2, y + 1), str(k), font=font)
             draw.rectangle((box[0] - 1, box[1] - 1, box[2] + 1, box[3] + 1), fill=(0, 0, 0))
             draw.text((x + 2, y + 1), str(k), fill=(255, 255, 255), font=font)
+    return img
+
+
+def _strip_image(maps: np.ndarray, name: str, *, max: int, shared: bool, cmap: str,
+                 labels: bool) -> Image.Image:
+    """1-D maps ``(C, L)``: one strip per channel, ``_STRIP_PX`` tall, top to bottom."""
+    _check_max(max)
+    c, length = maps.shape
+    n = min(c, max)
+    norm = _normalise(maps[:n].astype(np.float32, copy=False), None if shared else (1,))
+    idx = (norm * 255 + 0.5).astype(np.uint8)
+    wide = math.ceil(_STRIP_MIN_W_PX / length)  # short signals: widen each sample (nearest)
+    tiles = idx[:, None, :].repeat(_STRIP_PX, axis=1).repeat(wide, axis=2)
+    body = _lut(cmap)[mosaic(tiles, cols=1, gap=1, fill=0)]
+    body[mosaic(np.zeros(tiles.shape, bool), cols=1, gap=1, fill=True)] = _BACKGROUND
+    scale = "one scale for all" if shared else "each map on its own scale"
+    title = (f"{name + ': ' if name else ''}{c}×{length} (1-D), first {n} of {c} maps as rows, "
+             f"{scale}")
+    left = _STRIP_LABEL_PX if labels else 0
+    img, draw = _titled(body, title, left=left)
+    if labels:
+        font = _font(9)
+        for k in range(n):
+            draw.text((left - 4, _TITLE_PX + k * (_STRIP_PX + 1) + _STRIP_PX / 2), str(k),
+                      fill=(60, 60, 60), font=font, anchor="rm")
     return img
 
 
@@ -258,7 +407,8 @@ def to_figure(img: Image.Image, dpi: int = 100):
 
 
 def plot_filters(model_or_filters, layer=None, *, max: int | None = None, rgb: bool = False,
-                 channel_order: str | None = None, max_channels: int = 16, cmap: str = "gray"):
+                 channel_order: str | None = None, max_channels: int = 16, cmap: str = "gray",
+                 depth: int | None = None):
     """The filters of one layer as a matplotlib ``Figure``.
 
     Grey (default): the first ``max`` filters (16), one row each, one column per input
@@ -266,25 +416,50 @@ def plot_filters(model_or_filters, layer=None, *, max: int | None = None, rgb: b
     classic VGG16 walk-through. ``rgb=True``: each 3-channel filter as one colour image
     (the first ``max``, default 64), in true RGB order even when the model sees BGR (caffe).
     ``model_or_filters``: an :class:`onnxviz.Model` (``layer`` names the layer, default the
-    first) or a ``(O, I, kH, kW)`` array.
+    first) or a ``(O, I, kH, kW)`` array. 1-D filters ``(O, I, k)`` are drawn the same way,
+    each kernel a ``1×k`` strip; 3-D filters ``(O, I, kD, kH, kW)`` as their depth slice
+    ``depth`` (default the middle one, ``kD // 2``), named in the title.
     """
     return to_figure(filter_image(model_or_filters, layer, max=max, rgb=rgb,
-                                  channel_order=channel_order, max_channels=max_channels, cmap=cmap))
+                                  channel_order=channel_order, max_channels=max_channels, cmap=cmap,
+                                  depth=depth))
 
 
 def plot_feature_maps(maps: np.ndarray, name: str = "", *, max: int = 64, shared: bool = False,
-                      image: int = 0, cmap: str = "viridis", labels: bool = True):
+                      image: int = 0, cmap: str = "viridis", labels: bool = True,
+                      spatial: int | None = None, depth: int | None = None):
     """The first ``max`` maps of a layer as a matplotlib ``Figure`` (see :func:`feature_map_image`)."""
     return to_figure(feature_map_image(maps, name, max=max, shared=shared, image=image,
-                                       cmap=cmap, labels=labels))
+                                       cmap=cmap, labels=labels, spatial=spatial, depth=depth))
 
 
 def save_png(picture, path) -> str:
     """Write a PIL image or a ``Figure`` as PNG, atomically; return the path."""
     buf = io.BytesIO()
     img = getattr(picture, "onnxviz_image", picture)
+    if isinstance(img, Image.Image) and img.mode == "RGB":
+        return write_atomic(path, _png_rgb(np.asarray(img)))
     if isinstance(img, Image.Image):
         img.save(buf, format="PNG", compress_level=3)
     else:
         picture.savefig(buf, format="png")
     return write_atomic(path, buf.getvalue())
+
+
+def _png_rgb(rgb: np.ndarray) -> bytes:
+    """PNG bytes of an ``H×W×3`` uint8 array: rows unfiltered, zlib level 1.
+
+    Pillow's PNG writer tries all five row filters on every row of an RGB image; for these
+    pictures (flat colour-map tiles, white gaps) no filter compresses as well or better, and
+    with zlib level 1 the write is ~3× faster (64 VGG16 maps of 224×224: 0.07 s, not 0.21 s).
+    """
+    h, w, _ = rgb.shape
+    raw = np.zeros((h, w * 3 + 1), np.uint8)  # each row: filter type 0, then its pixels
+    raw[:, 1:] = rgb.reshape(h, w * 3)
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)  # 8-bit RGB, no interlace
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+            + chunk(b"IDAT", zlib.compress(raw.data, 1)) + chunk(b"IEND", b""))

@@ -12,23 +12,37 @@ tensors on the chain; :func:`conv_filters` applies it to a layer.
 >>> conv_filters(m, m.layer("block1_conv1")).shape         # doctest: +SKIP
 (64, 3, 3, 3)
 
-Known limits: weights computed from the input at run time are refused; ``ConvInteger``
-weights are returned as ``w - zero_point`` (integer levels), because the op itself carries
-no scale.
+Quantized convs: ``QLinearConv`` weights are dequantized with the node's own ``w_scale`` and
+``w_zero_point`` (inputs 4 and 5, per tensor or per output channel). A ``ConvInteger`` carries
+no scale: ``quantize_dynamic`` multiplies its output by ``x_scale · w_scale`` after a
+``Cast`` (see :func:`onnxviz.model.convinteger_scaling`); the constant factor of that product
+is the weight scale (a per-channel one is laid along axis 0). When no such factor can be
+found, the filters are ``w - zero_point`` (integer levels) and an :class:`OnnxvizWarning`
+says so.
+
+Known limits: weights computed from the input at run time are refused.
 """
 
 from __future__ import annotations
 
+import math
 import os
+import warnings
 
 import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from .errors import ModelError, UnsupportedModelError
-from .model import node_attr
+from .errors import ModelError, OnnxvizWarning, UnsupportedModelError
+from .model import convinteger_scaling, node_attr
 
 _MAX_DEPTH = 16
+
+# External tensors of these types are read straight into a numpy array (little-endian on disk).
+_DIRECT = {getattr(onnx.TensorProto, t): f"<{c}" for t, c in (
+    ("FLOAT", "f4"), ("DOUBLE", "f8"), ("FLOAT16", "f2"), ("INT8", "i1"), ("UINT8", "u1"),
+    ("INT16", "i2"), ("UINT16", "u2"), ("INT32", "i4"), ("UINT32", "u4"), ("INT64", "i8"),
+    ("UINT64", "u8"), ("BOOL", "?"))}
 
 
 def external_path(tensor: onnx.TensorProto, base_dir: str) -> tuple[str, int, int | None]:
@@ -42,6 +56,12 @@ def external_path(tensor: onnx.TensorProto, base_dir: str) -> tuple[str, int, in
         )
     folder = os.path.realpath(base_dir)
     path = os.path.realpath(os.path.join(folder, location))
+    plain = os.path.normpath(os.path.join(folder, location))
+    if os.path.commonpath([folder, path]) != folder and os.path.commonpath([folder, plain]) == folder:
+        raise ModelError(
+            f"initializer '{tensor.name}' has external data location '{location}', a symbolic link "
+            f"to '{path}', outside the model's folder '{base_dir}'; refused"
+        )
     if os.path.commonpath([folder, path]) != folder:
         raise ModelError(
             f"initializer '{tensor.name}' has external data location '{location}', which "
@@ -54,7 +74,54 @@ def external_path(tensor: onnx.TensorProto, base_dir: str) -> tuple[str, int, in
         raise ModelError(
             f"initializer '{tensor.name}' has a non-numeric external data offset or length"
         ) from None
+    if any(d < 0 for d in tensor.dims) or math.prod(tensor.dims) > 2**56:
+        raise ModelError(f"initializer '{tensor.name}' has dims {list(tensor.dims)}; each must be 0 or more, "
+                         "and their product fit in a file")
+    if offset < 0 or (length is not None and length < 0):
+        raise ModelError(f"initializer '{tensor.name}' has a negative external data offset or length "
+                         f"({offset}, {length}); they count bytes from the start of the file")
     return path, offset, length
+
+
+def _tensors(graph: onnx.GraphProto):
+    """Every tensor of ``graph``: initializers, sparse ones, node attributes, subgraphs'."""
+    yield from graph.initializer
+    for sparse in graph.sparse_initializer:
+        yield sparse.values
+        yield sparse.indices
+    for node in graph.node:
+        for a in node.attribute:
+            if a.HasField("t"):
+                yield a.t
+            yield from a.tensors
+            for g in ([a.g] if a.HasField("g") else []) + list(a.graphs):
+                yield from _tensors(g)
+
+
+def check_external(model: onnx.ModelProto, base_dir: str) -> None:
+    """Check every external-data reference of ``model`` before anything reads one.
+
+    Each location must stay inside ``base_dir`` once symbolic links are resolved (an absolute
+    path, ``../``, or a link to elsewhere is refused), and name an existing file that holds
+    the tensor's bytes. Nothing is opened: this runs before onnxruntime is handed the model.
+    """
+    for tensor in _tensors(model.graph):
+        if tensor.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        path, offset, length = external_path(tensor, base_dir)
+        shown = f"external data '{os.path.basename(path)}' of initializer '{tensor.name}'"
+        try:
+            size = os.path.getsize(path)
+        except OSError as e:
+            raise ModelError(f"{shown} cannot be read: {e.strerror or e}") from None
+        if length is None:
+            try:
+                itemsize = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
+            except Exception:
+                raise ModelError(f"tensor '{tensor.name}' has unknown data type {tensor.data_type}") from None
+            length = itemsize * math.prod(tensor.dims)
+        if offset + length > size:
+            raise ModelError(f"{shown} is truncated: needs {length} bytes at offset {offset}, file has {size}")
 
 
 def read_tensor(tensor: onnx.TensorProto, base_dir: str) -> np.ndarray:
@@ -73,21 +140,33 @@ def read_tensor(tensor: onnx.TensorProto, base_dir: str) -> np.ndarray:
     expected = count * itemsize
     if length is None:
         length = expected
+    # Plain numeric types are read straight into the array: one copy of the tensor in memory
+    # (not three, as bytes → raw_data → array), and no protobuf 2 GiB limit on one tensor.
+    direct = tensor.data_type in _DIRECT
     try:
         size = os.path.getsize(path)
         with open(path, "rb") as f:
             f.seek(offset)
-            data = f.read(length) if offset + length <= size else b""
+            if offset + length > size or length < expected:
+                data = None
+            elif direct:
+                data = np.empty(count, np.dtype(_DIRECT[tensor.data_type]))
+                if f.readinto(memoryview(data).cast("B")) != expected:
+                    data = None
+            else:
+                data = f.read(length)
     except OSError as e:
         raise ModelError(
             f"external data '{os.path.basename(path)}' of initializer '{tensor.name}' "
             f"cannot be read: {e.strerror or e}"
         ) from None
-    if len(data) != length or length < expected:
+    if data is None or (not direct and len(data) != length):
         raise ModelError(
             f"external data '{os.path.basename(path)}' of initializer '{tensor.name}' is "
             f"truncated: needs {expected} bytes at offset {offset}, file has {size}"
         )
+    if direct:
+        return data.reshape(tuple(tensor.dims)).astype(data.dtype.newbyteorder("="), copy=False)
     inline = onnx.TensorProto()
     inline.CopyFrom(tensor)
     del inline.external_data[:]
@@ -96,22 +175,48 @@ def read_tensor(tensor: onnx.TensorProto, base_dir: str) -> np.ndarray:
     return numpy_helper.to_array(inline)
 
 
-def _dequantize(x, scale, zero_point, axis: int) -> np.ndarray:
-    x = x.astype(np.float32)
-    scale = np.asarray(scale, dtype=np.float32)
-    zp = np.zeros_like(scale) if zero_point is None else np.asarray(zero_point, dtype=np.float32)
-    if scale.ndim == 1 and scale.size > 1:
-        shape = [1] * x.ndim
-        shape[axis % x.ndim] = scale.size
-        scale, zp = scale.reshape(shape), zp.reshape(shape)
-    return (x - zp) * scale
+def dequantize(x, scale, zero_point, axis: int = 1) -> np.ndarray:
+    """``(x - zero_point) * scale`` in float32, as ONNX ``DequantizeLinear``: a 1-D scale or
+    zero point of more than one value is laid along ``axis``."""
+    x = np.asarray(x)
+
+    def along_axis(v):
+        v = np.asarray(v, dtype=np.float32)
+        if v.ndim == 1 and v.size > 1:
+            if not isinstance(axis, int) or not -x.ndim <= axis < x.ndim or x.shape[axis] != v.size:
+                raise ModelError(f"a per-channel scale or zero point of {v.size} values does not fit axis "
+                                 f"{axis!r} of a tensor of shape {tuple(x.shape)}")
+            shape = [1] * x.ndim
+            shape[axis % x.ndim] = v.size
+            v = v.reshape(shape)
+        return v
+
+    levels = x.astype(np.float32)
+    if zero_point is not None:
+        levels = levels - along_axis(zero_point)
+    return (levels * along_axis(scale)).astype(np.float32)
+
+
+_dequantize = dequantize
 
 
 def constant_value(model, name: str, _depth: int = 0) -> np.ndarray | None:
     """Fold the constant chain that produces tensor ``name``; ``None`` if it is not constant.
 
     ``model`` is an :class:`onnxviz.Model` (its typed lookups are used, built once at load).
+    A chain that cannot be folded (a ``Transpose`` whose ``perm`` does not fit, a ``Cast`` to
+    no type, shapes that do not broadcast, …) raises :class:`ModelError`.
     """
+    try:
+        return _fold(model, name, _depth)
+    except (ValueError, TypeError, IndexError, KeyError, ZeroDivisionError, OverflowError) as e:
+        if _depth:  # said once, by the outermost call
+            raise
+        raise ModelError(f"the constant chain that makes '{name}' cannot be folded: "
+                         f"{type(e).__name__}: {e}") from None
+
+
+def _fold(model, name: str, _depth: int) -> np.ndarray | None:
     if not name or _depth > _MAX_DEPTH:
         return None
     init = model._index.initializers.get(name)
@@ -164,10 +269,50 @@ def constant_value(model, name: str, _depth: int = 0) -> np.ndarray | None:
     return None
 
 
+def _input_scale(index, name: str) -> str | None:
+    """The scale tensor of a quantized conv input: from ``DynamicQuantizeLinear`` or ``QuantizeLinear``."""
+    node = index.producers.get(name)
+    if node is None:
+        return None
+    if node.op_type == "DynamicQuantizeLinear" and len(node.output) > 1:
+        return node.output[1]
+    if node.op_type == "QuantizeLinear" and len(node.input) > 1:
+        return node.input[1]
+    return None
+
+
+def convinteger_weight_scale(model, node: onnx.NodeProto, out_channels: int) -> np.ndarray | None:
+    """The weight scale of a ``ConvInteger`` (a scalar or ``(O,)``), from the graph, or ``None``.
+
+    Found as the constant factor of ``Mul(x_scale, w_scale)`` that scales the conv's output
+    (:func:`onnxviz.model.convinteger_scaling`); the factor that is the input's own scale
+    (an output of the ``DynamicQuantizeLinear`` / input of the ``QuantizeLinear`` that
+    feeds the conv) is never taken.
+    """
+    index = model._index
+    scaling = convinteger_scaling(index, node.output[0])
+    if scaling is None:
+        return None
+    cast, mul = scaling
+    factor = mul.input[1] if mul.input[0] == cast.output[0] else mul.input[0]
+    product = index.producers.get(factor)
+    if product is None or product.op_type != "Mul" or len(product.input) != 2:
+        return None  # one fused constant (x_scale · w_scale): the weight scale alone is unknown
+    x_scale = _input_scale(index, node.input[0])
+    found = [v for v in (constant_value(model, f) for f in product.input if f != x_scale) if v is not None]
+    if len(found) != 1 or not np.issubdtype(found[0].dtype, np.floating):
+        return None
+    scale = np.asarray(found[0], dtype=np.float32).reshape(-1)
+    if scale.size == 1:
+        return scale.reshape(())
+    return scale if scale.size == out_channels else None
+
+
 def conv_filters(model, layer) -> np.ndarray:
     """Float32 filters of ``layer`` as stored in ONNX: ``(O, I/group, *kernel)``.
 
-    For ``ConvTranspose`` that is ONNX's ``(C_in, C_out/group, *kernel)``.
+    For ``ConvTranspose`` that is ONNX's ``(C_in, C_out/group, *kernel)``. Quantized convs
+    give ``(q - zero_point) · scale`` (see the module docstring for where the scale is found).
     """
     node = model._index.nodes[layer.node_index]
     ins = list(node.input)
@@ -182,18 +327,28 @@ def conv_filters(model, layer) -> np.ndarray:
             "as a constant; onnxviz reads constant weights only"
         )
     if layer.op == "QLinearConv":
-        scale = constant_value(model, ins[4])
+        scale = constant_value(model, ins[4]) if len(ins) > 4 else None
         zp = constant_value(model, ins[5]) if len(ins) > 5 else None
         if scale is None:
             raise UnsupportedModelError(f"the weight scale of layer '{layer.name}' is not a constant")
         w = _dequantize(w, scale, zp, 0)
     elif layer.op == "ConvInteger":
         zp = constant_value(model, ins[3]) if len(ins) > 3 and ins[3] else None
-        w = _dequantize(w, np.float32(1.0), zp, 0)
+        scale = convinteger_weight_scale(model, node, w.shape[0]) if w.ndim else None
+        if scale is None:
+            warnings.warn(
+                f"layer '{layer.name}' is a ConvInteger whose weight scale is not in the graph (no "
+                "Cast → Mul by x_scale · w_scale with a constant w_scale after it); its filters are "
+                "integer levels w - zero_point, not dequantized weights", OnnxvizWarning, stacklevel=3)
+            scale = np.float32(1.0)
+        w = _dequantize(w, scale, zp, 0)
     w = np.ascontiguousarray(w, dtype=np.float32)
     if w.ndim < 3:
         raise ModelError(
             f"the weight of layer '{layer.name}' has shape {tuple(w.shape)}; a convolution "
             "weight has rank 3 or more (O, I/group, *kernel)"
         )
+    if w.size == 0:
+        raise ModelError(f"the weight of layer '{layer.name}' has shape {tuple(w.shape)}: no values, "
+                         "nothing to show")
     return w

@@ -27,6 +27,10 @@ def reference(path, names, x, input_name=None):
         if n not in {o.name for o in inferred.graph.output}:
             inferred.graph.output.append(onnx.ValueInfoProto(name=n))
     sub = onnx.utils.Extractor(inferred).extract_model(inputs, list(names))
+    used = {i for n in sub.graph.node for i in n.input}
+    keep = [i for i in sub.graph.input if i.name in used or i.name == (input_name or inputs[0])]
+    del sub.graph.input[:]
+    sub.graph.input.extend(keep)
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     sess = ort.InferenceSession(sub.SerializeToString(), so, providers=["CPUExecutionProvider"])

@@ -12,7 +12,6 @@ from PIL import Image
 
 import onnxviz
 from builders import Net, save
-from conftest import sha
 from onnxviz.cli import main
 
 
@@ -77,65 +76,6 @@ def test_features_without_metadata_warns(tmp_path, image, capsys):
     assert code == 0
     assert err == ("warning: model has no 'onnxviz.preprocess' metadata; feeding raw 0-255 pixels "
                    "(choose a preset: caffe, torch, tf, unit, raw)\n")
-
-
-def _bad_inputs(tmp_path, vgg):
-    text = tmp_path / "notes.txt"
-    text.write_text("hello")
-    empty = tmp_path / "empty.png"
-    empty.write_bytes(b"")
-    dot = tmp_path / "dot.png"
-    Image.new("RGB", (1, 1)).save(dot)
-    cut = tmp_path / "cut.onnx"
-    data = open(vgg, "rb").read()
-    cut.write_bytes(data[:len(data) // 2])
-    return text, empty, dot, cut, len(data) // 2
-
-
-def test_bad_input_one_line_errors_and_no_output(vgg, image, tmp_path, capsys, monkeypatch):
-    model = vgg[1]
-    img = image[0]
-    text, empty, dot, cut, cut_len = _bad_inputs(tmp_path, model)
-    big = tmp_path / "big.png"
-    Image.new("RGB", (100, 100)).save(big)
-    out = tmp_path / "out.png"
-    cases = [
-        (["summary", text], f"error: '{text}' is not an ONNX model, or is truncated: its protobuf encoding "
-                            "breaks off inside 5 bytes"),
-        (["filters", cut, "-o", out], f"error: '{cut}' is not an ONNX model, or is truncated: its protobuf "
-                                      f"encoding breaks off inside {cut_len} bytes"),
-        (["filters", model, "--layer", "conv9", "-o", out], "error: no layer 'conv9'; layers are: b1c1, b1c2, b2c1"),
-        (["features", model, text, "-o", out],
-         f"error: '{text}' is not an image Pillow can decode (JPEG, PNG, BMP, GIF, TIFF, WebP, …)"),
-        (["features", model, empty, "-o", out], f"error: image '{empty}' is empty (0 bytes)"),
-        (["features", model, dot, "-o", out], f"error: image '{dot}' is 1×1 pixels; onnxviz needs at least 8×8"),
-        (["features", model, big, "-o", out], f"error: image '{big}' has 10,000 pixels, over Pillow's "
-                                             "decompression-bomb limit of 1,000; refused (shrink it first)"),
-        (["features", model, img, "-o", tmp_path / "nope" / "o.png"], "error: output folder "
-                                                                      f"'{tmp_path / 'nope'}' does not exist"),
-        (["filters", model, "-o", model], f"error: output '{model}' is the input file '{model}'; choose another name"),
-        (["features", "missing.onnx", img, "-o", out], "error: model file 'missing.onnx' does not exist"),
-    ]
-    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
-    before = sha(model)
-    for argv, line in cases:
-        code, stdout, err = run(argv, capsys)
-        assert (code, err) == (1, line + "\n"), argv
-        assert stdout == "" and "Traceback" not in err
-        assert not out.exists() and not list(tmp_path.glob("out*")) and not list(tmp_path.glob(".onnxviz-*"))
-    assert sha(model) == before
-
-
-def test_model_without_conv(tmp_path, capsys):
-    from onnx import TensorProto, helper
-
-    g = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
-                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
-    p = save(helper.make_model(g), tmp_path / "mlp.onnx")
-    code, _, err = run(["summary", p], capsys)
-    assert code == 1 and err == (f"error: '{p}' has no convolution (Conv, ConvTranspose, QLinearConv, "
-                                 "ConvInteger, FusedConv); its ops are: Relu\n")
 
 
 def test_usage_errors_exit_2(vgg, capsys):

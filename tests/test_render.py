@@ -60,10 +60,11 @@ def test_figures_and_pngs(vgg, tmp_path):
 
 
 def test_non_2d_and_bad_arguments():
-    with pytest.raises(onnxviz.UnsupportedModelError, match="is a 1-D convolution; onnxviz draws 2-D"):
-        render.filter_image(np.zeros((4, 3, 5), np.float32), "c1d")
-    with pytest.raises(onnxviz.UnsupportedModelError, match=r"have shape \(1, 4, 2, 3, 3\); onnxviz draws 2-D maps"):
-        render.feature_map_image(np.zeros((1, 4, 2, 3, 3), np.float32))
+    # 1-D and 3-D now have a 2-D view (tests/test_odd_models.py); 4-D convolutions do not
+    with pytest.raises(onnxviz.UnsupportedModelError, match="is a 4-D convolution .*; onnxviz draws 1-D, 2-D and 3-D"):
+        render.filter_image(np.zeros((4, 3, 2, 2, 2, 2), np.float32), "c4d")
+    with pytest.raises(onnxviz.UnsupportedModelError, match=r"have shape \(1, 4, 2, 2, 3, 3\); onnxviz draws \(N, C, L\)"):
+        render.feature_map_image(np.zeros((1, 4, 2, 2, 3, 3), np.float32))
     with pytest.raises(onnxviz.OnnxvizError, match="max must be 1 or more, not 0"):
         render.feature_map_image(np.zeros((1, 4, 8, 8), np.float32), max=0)
     with pytest.raises(onnxviz.OnnxvizError, match="rgb=True needs filters with 3 input channels; layer 'x' has 4"):

@@ -1,0 +1,186 @@
+"""Is my model supported? Run every conv layer through filters and feature maps, and say.
+
+:func:`check` takes each layer through everything onnxviz does with it — read and dequantize
+its filters, draw them, compute its feature map for one input, draw that — and records, per
+layer, what it found (shapes, value ranges, near-zero filters, silent channels) or, when a
+step fails, the one-line reason. Nothing is written to disk.
+
+>>> import onnxviz
+>>> from onnxviz.check import check, report_text
+>>> report = check(onnxviz.load("model.onnx"), "photo.jpg")     # doctest: +SKIP
+>>> report["supported"], report["layers"][0]["filters"]          # doctest: +SKIP
+(13, {'shape': [64, 3, 3, 3], 'min': -0.67, 'max': 0.61, 'near_zero': 0, 'drawn': True})
+>>> print(report_text(report))                                   # doctest: +SKIP
+
+Without an input, an image model gets matplotlib's sample photo (``grace_hopper.jpg``) and a
+model whose input is not an image (1-D or 3-D convs) a seeded random tensor of its input's
+shape. Feature maps are computed for all layers in one run; if that fails, layer by layer, so
+one unsupported layer does not hide the others.
+
+Known limits: "drawn" means the picture was composed in memory (not encoded as PNG); the
+check runs the model once per failing layer, which can be slow for big models that fail.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import numpy as np
+
+from .errors import ImageError, OnnxvizError, OnnxvizWarning
+from .model import Model, format_shape, load
+
+__all__ = ["check", "report_text"]
+
+NEAR_ZERO = 1e-3   # a filter whose largest |w| is below this fraction of the layer's is "near zero"
+_RANDOM_SIDE = 64  # the size of a dynamic dim in the random tensor for non-image inputs
+
+
+def _default_input(model: Model):
+    """(input, description): the sample photo for image models, else a random tensor."""
+    inp = model.input
+    if inp is not None and len(inp.shape) != 4:
+        shape = [d if isinstance(d, int) and d > 0 else (1 if k == 0 else _RANDOM_SIDE)
+                 for k, d in enumerate(inp.shape)]
+        x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+        return x, f"a random normal tensor {format_shape(shape)} (seed 0)"
+    from matplotlib import cbook
+
+    path = str(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
+    return path, f"{os.path.basename(path)} (matplotlib's sample photo)"
+
+
+def _filters_report(model: Model, layer) -> dict:
+    from .render import filter_image
+
+    try:
+        w = model.filters(layer)
+    except OnnxvizError as e:
+        return {"error": f"filters: {e}"}
+    info = {"shape": list(w.shape)}
+    if not np.isfinite(w).all():
+        return {**info, "error": f"filters: {int((~np.isfinite(w)).sum())} weights are NaN or infinite"}
+    peak = np.abs(w).reshape(len(w), -1).max(axis=1) if w.size else np.zeros(0)
+    info.update(min=float(w.min()) if w.size else 0.0, max=float(w.max()) if w.size else 0.0,
+                near_zero=int((peak <= NEAR_ZERO * peak.max()).sum()) if peak.size else 0)
+    try:
+        filter_image(w, layer.name)
+    except OnnxvizError as e:
+        return {**info, "error": f"filters cannot be drawn: {e}"}
+    return {**info, "drawn": True}
+
+
+def _maps_report(fm) -> dict:
+    from .render import feature_map_image
+
+    if isinstance(fm, str):
+        return {"error": fm}
+    info = {"shape": list(fm.shape[1:])}
+    if not np.isfinite(fm).all():
+        return {**info, "error": f"feature map: {int((~np.isfinite(fm)).sum())} values are NaN or infinite"}
+    per_channel = fm[0].reshape(fm.shape[1], -1) if fm.ndim >= 3 else fm.reshape(1, -1)
+    info.update(min=float(fm.min()), max=float(fm.max()),
+                silent=int((per_channel.max(axis=1) == per_channel.min(axis=1)).sum()))
+    try:
+        feature_map_image(fm, spatial=fm.ndim - 2)
+    except OnnxvizError as e:
+        return {**info, "error": f"feature map cannot be drawn: {e}"}
+    return {**info, "drawn": True}
+
+
+def _all_maps(model: Model, source, kwargs) -> dict:
+    """``{layer name: array or error text}``: one run for all layers, else one per layer."""
+    try:
+        return model.feature_maps(source, None, **kwargs)
+    except ImageError:  # the input's fault, not the model's: the caller hears it
+        raise
+    except OnnxvizError:
+        pass
+    out = {}
+    for layer in model.layers:
+        try:
+            out.update(model.feature_maps(source, [layer], **kwargs))
+        except ImageError:
+            raise
+        except OnnxvizError as e:
+            out[layer.name] = f"feature map: {e}"
+    return out
+
+
+def check(model, image=None, *, preprocess: str | None = None, size=None, feeds=None) -> dict:
+    """A JSON-ready report on every layer of ``model`` (a :class:`Model` or a path).
+
+    ``image``: what :meth:`Model.feature_maps` accepts (a path, an array, a ready tensor);
+    ``None`` for the default input (see the module docstring). An input that cannot be read
+    raises :class:`~onnxviz.errors.ImageError`, as in ``feature_maps``: that is a problem of
+    the input, not of the model.
+    """
+    if not isinstance(model, Model):
+        model = load(model)
+    described = None
+    if image is None:
+        image, described = _default_input(model)
+    elif isinstance(image, (str, os.PathLike)):
+        described = os.fspath(image)
+    else:
+        described = f"an array {format_shape(np.shape(image))}"
+    kwargs = {"preprocess": preprocess, "size": size}
+    if feeds:
+        kwargs["feeds"] = feeds
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", OnnxvizWarning)
+        maps = _all_maps(model, image, kwargs)
+        layers = []
+        for layer in model.layers:
+            f = _filters_report(model, layer)
+            m = _maps_report(maps.get(layer.name, "feature map: not computed"))
+            layers.append({"index": layer.index, "name": layer.name, "op": layer.op,
+                           "folded": layer.folded, "filters": f, "features": m,
+                           "ok": "error" not in f and "error" not in m})
+    inp = model.input
+    return {
+        "path": model.path,
+        "input": None if inp is None else {"name": inp.name, "layout": inp.layout, "shape": list(inp.shape)},
+        "fed": described,
+        "warnings": sorted({str(w.message) for w in caught if issubclass(w.category, OnnxvizWarning)}),
+        "layers": layers,
+        "supported": sum(l["ok"] for l in layers),
+    }
+
+
+def _cell(part: dict, kind: str) -> str:
+    if "error" in part and "shape" not in part:
+        return "-"
+    text = format_shape(part["shape"])
+    if "min" in part:
+        text += f" [{part['min']:.3g}, {part['max']:.3g}]"
+    count = part.get("near_zero" if kind == "filters" else "silent", 0)
+    if count:
+        text += f", {count} {'near zero' if kind == 'filters' else 'silent'}"
+    return text
+
+
+def report_text(report: dict) -> str:
+    """The table ``onnxviz check`` prints for a :func:`check` report."""
+    inp = report["input"]
+    lines = [f"model   {report['path']}",
+             f"input   {inp['name']} {inp['layout']} {inp['shape']}  fed: {report['fed']}" if inp
+             else "input   none"]
+    lines += [f"warning {w}" for w in report["warnings"]]
+    rows = [("#", "layer", "op", "filters [min, max]", "feature map [min, max]", "status")]
+    problems = []
+    for l in report["layers"]:
+        errors = [p["error"] for p in (l["filters"], l["features"]) if "error" in p]
+        rows.append((str(l["index"]), l["name"], l["op"] + (" (BN folded)" if l["folded"] else ""),
+                     _cell(l["filters"], "filters"), _cell(l["features"], "features"),
+                     "ok" if l["ok"] else "NOT SHOWN"))
+        problems += [f"  {l['name']}: {e}" for e in errors]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    if problems:
+        lines += ["problems:"] + problems
+    n = len(report["layers"])
+    lines.append(f"{report['supported']} of {n} layers fully supported"
+                 + (" (filters and feature maps computed and drawn)" if report["supported"] == n else ""))
+    return "\n".join(lines)
