@@ -37,6 +37,12 @@ def check_target(path, *, protect=()) -> str:
         raise OutputError(f"output folder '{os.path.dirname(path) or '.'}' does not exist")
     if not os.access(folder, os.W_OK | os.X_OK):
         raise OutputError(f"output folder '{os.path.dirname(path) or '.'}' is not writable")
+    try:  # os.access says yes to root everywhere; /sys, read-only mounts and quotas say no
+        fd, probe = tempfile.mkstemp(prefix=".onnxviz-", suffix=".tmp", dir=folder)
+    except OSError:
+        raise OutputError(f"output folder '{os.path.dirname(path) or '.'}' is not writable") from None
+    os.close(fd)
+    os.unlink(probe)
     for other in protect:
         if other and os.path.exists(path) and os.path.exists(other) and os.path.samefile(path, other):
             raise OutputError(f"output '{path}' is the input file '{other}'; choose another name")
@@ -63,7 +69,10 @@ def write_atomic(path, data: bytes) -> str:
     """Write ``data`` to ``path`` through a temporary file and a rename."""
     path = check_target(path)
     folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".onnxviz-", suffix=".tmp", dir=folder)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".onnxviz-", suffix=".tmp", dir=folder)
+    except OSError as e:
+        raise OutputError(f"cannot write '{path}': {e.strerror or e}") from None
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
