@@ -118,20 +118,43 @@ def _summary(args) -> int:
     return 0
 
 
+def _inputs(args, model=None) -> list[str]:
+    """Every file the command reads (an output must be none of them): model, its data, image, feeds."""
+    return [args.model, *(model.files() if model is not None else []), getattr(args, "image", None),
+            *(path for _, path in getattr(args, "feed", None) or [])]
+
+
+def _targets(args, model, names: list[str]) -> dict[str, str]:
+    """``{layer: PNG path}``, every path checked before any work."""
+    from .output import check_target, layer_paths
+
+    paths = layer_paths(args.output, names)
+    for p in paths.values():
+        check_target(p, protect=_inputs(args, model))
+    return paths
+
+
+def _write(pictures: list) -> None:
+    """Write ``(path, picture, note)`` PNGs all at once: all of them, or (on a failure) none."""
+    from .output import write_all
+    from .render import png_bytes
+
+    written = write_all({path: png_bytes(picture) for path, picture, _ in pictures})
+    for path, (_, _, note) in zip(written, pictures):
+        print(f"wrote {path}  ({note})")
+
+
 def _filters(args) -> int:
     from .model import load
-    from .output import check_target, layer_paths
-    from .render import filter_image, save_png
+    from .output import check_target
+    from .render import filter_image
 
-    check_target(args.output, protect=[args.model])
+    check_target(args.output, protect=_inputs(args))
     model = load(args.model)
     layers = model.select(args.layer if args.layer else [0])
-    paths = layer_paths(args.output, [l.name for l in layers])
-    for p in paths.values():
-        check_target(p, protect=[args.model])
-    figs = [(l, filter_image(model, l, max=args.max, rgb=args.rgb)) for l in layers]
-    for layer, fig in figs:
-        print(f"wrote {save_png(fig, paths[layer.name])}  ({layer.name}: filters {format_shape(layer.filter_shape)})")
+    paths = _targets(args, model, [l.name for l in layers])
+    _write([(paths[l.name], filter_image(model, l, max=args.max, rgb=args.rgb),
+             f"{l.name}: filters {format_shape(l.filter_shape)}") for l in layers])
     return 0
 
 
@@ -145,6 +168,7 @@ def _feed_arg(text: str) -> tuple[str, str]:
 
 def _load_npy(path: str):
     """A numpy array from a ``.npy`` file (no pickles); :class:`ImageError` if it cannot be."""
+    import math
     import os
 
     import numpy as np
@@ -160,6 +184,16 @@ def _load_npy(path: str):
             raise ImageError(f"'{path}' is a .npz archive; give a .npy file holding one array")
         if magic != b"\x93NUMPY":
             raise ImageError(f"'{path}' is not a .npy file (it does not start with numpy's .npy header)")
+        with open(path, "rb") as fh:  # the header's size claim, checked before numpy allocates it
+            version = np.lib.format.read_magic(fh)
+            header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+                np.lib.format.read_array_header_2_0
+            shape, _, dtype = header(fh)
+            held = os.path.getsize(path) - fh.tell()
+        needed = math.prod(shape) * dtype.itemsize
+        if not dtype.hasobject and needed > held:
+            raise ImageError(f"'{path}' is truncated: its header says shape {tuple(shape)} of {dtype} "
+                             f"({needed:,} bytes), the file holds {held:,}")
         arr = np.load(path, allow_pickle=False)
     except ValueError as e:
         if "pickle" in str(e).lower():
@@ -174,16 +208,13 @@ def _load_npy(path: str):
 def _features(args) -> int:
     from .errors import ImageError
     from .model import load
-    from .output import check_target, layer_paths
-    from .render import feature_map_image, save_png
+    from .output import check_target
+    from .render import feature_map_image
 
-    feed_files = [path for _, path in args.feed or []]
-    check_target(args.output, protect=[args.model, args.image, *feed_files])
+    check_target(args.output, protect=_inputs(args))
     model = load(args.model)
     layers = model.select(args.layer) if args.layer else model.stage_ends()
-    paths = layer_paths(args.output, [l.name for l in layers])
-    for p in paths.values():
-        check_target(p, protect=[args.model, args.image, *feed_files])
+    paths = _targets(args, model, [l.name for l in layers])
     source = args.image
     if args.image.lower().endswith(".npy"):
         if args.preprocess or args.size:
@@ -202,10 +233,8 @@ def _features(args) -> int:
     maps = model.feature_maps(source, layers, preprocess=args.preprocess,
                               size=tuple(args.size) if args.size else None, raw_conv=args.raw_conv,
                               feeds=feeds or None, max_bytes=args.max_memory)
-    figs = [(name, feature_map_image(fm, name, max=args.max, shared=args.shared, spatial=fm.ndim - 2))
-            for name, fm in maps.items()]
-    for name, fig in figs:
-        print(f"wrote {save_png(fig, paths[name])}  ({name}: {format_shape(maps[name].shape[1:])})")
+    _write([(paths[name], feature_map_image(fm, name, max=args.max, shared=args.shared, spatial=fm.ndim - 2),
+             f"{name}: {format_shape(fm.shape[1:])}") for name, fm in maps.items()])
     return 0
 
 

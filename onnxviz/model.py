@@ -584,6 +584,23 @@ class Model:
     def __repr__(self) -> str:
         return f"<onnxviz.Model '{self.path}': {len(self.layers)} conv layers>"
 
+    def files(self) -> list[str]:
+        """Every file this model reads: its own and its initializers' external-data files.
+
+        Outputs must never be one of them (``onnxviz`` refuses such an ``-o``). A location
+        that :func:`onnxviz.weights.external_path` refuses is left out: reading it fails anyway.
+        """
+        from .weights import external_path
+
+        found = [os.path.realpath(self.path)]
+        for tensor in self._index.initializers.values():
+            if tensor.data_location == onnx.TensorProto.EXTERNAL:
+                try:
+                    found.append(external_path(tensor, self.base_dir)[0])
+                except ModelError:
+                    continue
+        return list(dict.fromkeys(found))
+
     def _weight_dims(self, weight: str, shapes: dict) -> tuple:
         init = self._index.initializers.get(weight)
         if init is not None:
@@ -726,6 +743,8 @@ def load(path) -> Model:
     >>> m.layers[0].name, m.layers[0].filter_shape   # doctest: +SKIP
     ('block1_conv1', (16, 3, 3, 3))
     """
+    if not isinstance(path, (str, os.PathLike)):
+        raise ModelError(f"a model path must be a str or os.PathLike, not {type(path).__name__}")
     proto = read_model(path)
     if not proto.HasField("graph") and proto.ir_version > 0:
         raise ModelError(f"'{os.fspath(path)}' is an ONNX model without a graph: nothing to show")

@@ -18,7 +18,7 @@ import tempfile
 
 from .errors import OutputError
 
-__all__ = ["check_target", "write_atomic", "layer_paths", "safe_name"]
+__all__ = ["check_target", "write_atomic", "write_all", "layer_paths", "safe_name"]
 
 
 def safe_name(name: str) -> str:
@@ -43,6 +43,14 @@ def check_target(path, *, protect=()) -> str:
         raise OutputError(f"output folder '{os.path.dirname(path) or '.'}' is not writable") from None
     os.close(fd)
     os.unlink(probe)
+    try:
+        name_max = os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        name_max = 255
+    length = len(os.path.basename(path).encode("utf-8", "surrogateescape"))
+    if length > name_max:
+        raise OutputError(f"output file name '{os.path.basename(path)}' is {length} bytes long; "
+                          f"the folder allows at most {name_max}")
     for other in protect:
         if other and os.path.exists(path) and os.path.exists(other) and os.path.samefile(path, other):
             raise OutputError(f"output '{path}' is the input file '{other}'; choose another name")
@@ -65,31 +73,60 @@ def layer_paths(out, names: list[str]) -> dict[str, str]:
     return paths
 
 
-def write_atomic(path, data: bytes) -> str:
-    """Write ``data`` to ``path`` through a temporary file and a rename."""
-    path = check_target(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=".onnxviz-", suffix=".tmp", dir=folder)
-    except OSError as e:
-        raise OutputError(f"cannot write '{path}': {e.strerror or e}") from None
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _stage(path: str, data: bytes) -> str:
+    """``data`` in a fresh temporary file beside ``path``, synced, with the user's umask."""
+    fd, tmp = tempfile.mkstemp(prefix=".onnxviz-", suffix=".tmp", dir=os.path.dirname(os.path.abspath(path)))
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
+        os.chmod(tmp, 0o666 & ~_umask())  # what open() would have given the file
+    except BaseException:
+        _unlink(tmp)
+        raise
+    return tmp
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def write_all(files: dict) -> list[str]:
+    """Write every ``{path: bytes}``: all to temporary files first, then all renamed into place.
+
+    A failure while writing (disk full, interrupted, unwritable folder) leaves none of the
+    files and no temporary file; the targets keep what they had. Only a failure between two
+    renames, which move no data, could leave some files new and the rest old.
+    """
+    staged: list[tuple[str, str]] = []
+    path = ""
+    try:
+        for path, data in files.items():
+            path = check_target(path)
+            staged.append((_stage(path, data), path))
+        for tmp, path in staged:
+            os.replace(tmp, path)
     except OSError as e:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
+        for tmp, _ in staged:
+            _unlink(tmp)
         raise OutputError(f"cannot write '{path}': {e.strerror or e}") from None
     except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
+        for tmp, _ in staged:
+            _unlink(tmp)
         raise
-    return path
+    return [p for _, p in staged]
+
+
+def write_atomic(path, data: bytes) -> str:
+    """Write ``data`` to ``path`` through a temporary file and a rename (see :func:`write_all`)."""
+    return write_all({os.fspath(path): data})[0]

@@ -41,7 +41,7 @@ from .errors import OnnxvizError, ResourceError, UnsupportedModelError
 from .output import write_atomic
 
 __all__ = ["mosaic", "filter_image", "feature_map_image", "plot_filters", "plot_feature_maps",
-           "save_png", "to_figure"]
+           "save_png", "png_bytes", "to_figure"]
 
 _MIN_TILE_PX = 48          # small maps are enlarged (nearest) to at least this
 _FILTER_CELL_PX = 36       # a kernel is drawn this large (3×3 → 12 px per weight)
@@ -214,8 +214,8 @@ def _depth_note(d: int, size: int, chosen) -> str:
 
 
 def _check_max(value):
-    if value is not None and value < 1:
-        raise OnnxvizError(f"max must be 1 or more, not {value}")
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1):
+        raise OnnxvizError(f"max must be a whole number, 1 or more, not {value!r}")
 
 
 def _filters_of(model_or_filters, layer, channel_order):
@@ -334,6 +334,10 @@ def feature_map_image(maps: np.ndarray, name: str = "", *, max: int = 64, shared
         raise UnsupportedModelError(
             f"feature maps {name + ' ' if name else ''}have shape {maps.shape}; onnxviz draws "
             "(N, C, L) maps (with spatial=1), (N, C, H, W) and (N, C, D, H, W), or one image's, without N")
+    if maps.size == 0 or not (np.issubdtype(maps.dtype, np.number) or maps.dtype == np.bool_):
+        raise OnnxvizError(f"feature maps {name + ' ' if name else ''}of shape {maps.shape} and dtype "
+                           f"{maps.dtype} hold no numbers to draw")
+    _check_max(max)
     if maps.ndim == spatial + 2:
         if not -maps.shape[0] <= image < maps.shape[0]:
             raise OnnxvizError(f"image {image} is out of range; the batch has {maps.shape[0]}")
@@ -433,17 +437,22 @@ def plot_feature_maps(maps: np.ndarray, name: str = "", *, max: int = 64, shared
                                        cmap=cmap, labels=labels, spatial=spatial, depth=depth))
 
 
-def save_png(picture, path) -> str:
-    """Write a PIL image or a ``Figure`` as PNG, atomically; return the path."""
-    buf = io.BytesIO()
+def png_bytes(picture) -> bytes:
+    """The PNG encoding of a PIL image or a ``Figure`` (see :func:`save_png`)."""
     img = getattr(picture, "onnxviz_image", picture)
     if isinstance(img, Image.Image) and img.mode == "RGB":
-        return write_atomic(path, _png_rgb(np.asarray(img)))
+        return _png_rgb(np.asarray(img))
+    buf = io.BytesIO()
     if isinstance(img, Image.Image):
         img.save(buf, format="PNG", compress_level=3)
     else:
         picture.savefig(buf, format="png")
-    return write_atomic(path, buf.getvalue())
+    return buf.getvalue()
+
+
+def save_png(picture, path) -> str:
+    """Write a PIL image or a ``Figure`` as PNG, atomically; return the path."""
+    return write_atomic(path, png_bytes(picture))
 
 
 def _png_rgb(rgb: np.ndarray) -> bytes:

@@ -49,6 +49,9 @@ def external_path(tensor: onnx.TensorProto, base_dir: str) -> tuple[str, int, in
     """Where an external tensor's bytes are: ``(path, offset, length)``, checked to stay in ``base_dir``."""
     info = {e.key: e.value for e in tensor.external_data}
     location = info.get("location", "")
+    if "\x00" in location:
+        raise ModelError(f"initializer '{tensor.name}' has an external data location with a NUL byte "
+                         f"({location!r}); it must be a file name inside the model's folder")
     if not location or os.path.isabs(location) or location.startswith(("/", "\\")):
         raise ModelError(
             f"initializer '{tensor.name}' has external data location '{location}'; "
@@ -67,12 +70,16 @@ def external_path(tensor: onnx.TensorProto, base_dir: str) -> tuple[str, int, in
             f"initializer '{tensor.name}' has external data location '{location}', which "
             f"leads outside the model's folder '{base_dir}'; refused"
         )
-    try:
-        offset = int(info.get("offset", 0) or 0)
-        length = int(info["length"]) if info.get("length") else None
+    if os.path.exists(path) and not os.path.isfile(path):  # a FIFO would block the read forever
+        raise ModelError(f"initializer '{tensor.name}' has external data location '{location}', which "
+                         "is not a regular file (a folder, device or pipe); refused")
+    try:  # onnxruntime refuses an empty offset or length: so does onnxviz, for filters too
+        offset = int(info["offset"]) if "offset" in info else 0
+        length = int(info["length"]) if "length" in info else None
     except ValueError:
         raise ModelError(
-            f"initializer '{tensor.name}' has a non-numeric external data offset or length"
+            f"initializer '{tensor.name}' has a non-numeric external data offset or length "
+            f"({info.get('offset', '')!r}, {info.get('length', '')!r}); they count bytes"
         ) from None
     if any(d < 0 for d in tensor.dims) or math.prod(tensor.dims) > 2**56:
         raise ModelError(f"initializer '{tensor.name}' has dims {list(tensor.dims)}; each must be 0 or more, "

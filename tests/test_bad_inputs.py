@@ -196,6 +196,34 @@ def unwritable_folder(w: World) -> Path:
     pytest.skip("running as root and /sys is writable: no unwritable folder can be staged here")
 
 
+def external_entry(w: World, key: str, value: str) -> Path:
+    """The one-conv external-data model with ``key`` of every external-data entry set to ``value``."""
+    path = w.external()
+    proto = onnx.load(str(path), load_external_data=False)
+    for t in proto.graph.initializer:
+        del t.external_data[:]
+        info = {"location": "m.onnx.data", "offset": "0", "length": str(t.ByteSize()), key: value}
+        t.external_data.extend(onnx.StringStringEntryProto(key=k, value=v) for k, v in info.items())
+    path.write_bytes(proto.SerializeToString())
+    return path
+
+
+def external_fifo(w: World) -> Path:
+    """External data named by a FIFO inside the model's folder: refused, never opened (no hang)."""
+    path = w.external(location="pipe")
+    w.fifo(path.parent / "pipe")
+    return path
+
+
+def npy_claiming(w: World, shape: tuple) -> Path:
+    """A .npy file whose header claims ``shape`` of float32 but holds 64 bytes."""
+    path = w.inp / "huge.npy"
+    with open(path, "wb") as f:
+        np.lib.format.write_array_header_1_0(f, {"descr": "<f4", "fortran_order": False, "shape": shape})
+        f.write(bytes(64))
+    return path
+
+
 def truncate(size: int):
     return lambda path: path.write_bytes(path.read_bytes()[:size])
 
@@ -317,7 +345,22 @@ CASES = [
         "the model's folder")),
     *[_external_outside(command, how) for how in ("dotdot", "absolute", "symlink")
       for command in ("filters", "features")],
-    # ---- images
+    *[Case(f"external-data-is-a-fifo-{command}-never-opened", lambda w, command=command: (
+        [command, external_fifo(w), *([w.image] if command == "features" else []), "-o", w.out],
+        "initializer 'a.weight' has external data location 'pipe', which is not a regular file (a folder, "
+        "device or pipe); refused")) for command in ("filters", "features")],
+    Case("external-data-location-with-a-nul-byte", lambda w: (
+        ["features", external_entry(w, "location", "w\x00.bin"), w.image, "-o", w.out],
+        "initializer 'a.weight' has an external data location with a NUL byte ('w\\x00.bin'); it must be a "
+        "file name inside the model's folder")),
+    Case("external-data-empty-length", lambda w: (
+        ["features", external_entry(w, "length", ""), w.image, "-o", w.out],
+        "initializer 'a.weight' has a non-numeric external data offset or length ('0', ''); they count bytes")),
+    # ---- images and arrays
+    Case("npy-header-claims-4-tb", lambda w: (
+        ["features", w.model, npy_claiming(w, (1, 3, 16, 2**38)), "-o", w.out],
+        f"'{w.inp / 'huge.npy'}' is truncated: its header says shape (1, 3, 16, {2**38}) of float32 "
+        f"({3 * 16 * 2**40:,} bytes), the file holds 64")),
     Case("image-not-an-image", lambda w: (
         ["features", w.model, w.file("notes.txt", b"hello"), "-o", w.out],
         f"'{w.inp / 'notes.txt'}' is not an image Pillow can decode (JPEG, PNG, BMP, GIF, TIFF, WebP, …)")),
@@ -398,6 +441,13 @@ CASES = [
     Case("output-is-the-model", lambda w: (
         ["filters", w.model, "-o", w.inp / ".." / "in" / "vgg.onnx"],
         f"output '{w.inp / '..' / 'in' / 'vgg.onnx'}' is the input file '{w.model}'; choose another name")),
+    Case("output-is-the-models-external-data", lambda w: (
+        ["filters", w.external(), "-o", w.inp / "ext" / "m.onnx.data"],
+        f"output '{w.inp / 'ext' / 'm.onnx.data'}' is the input file "
+        f"'{os.path.realpath(w.inp / 'ext' / 'm.onnx.data')}'; choose another name")),
+    Case("output-file-name-too-long-nothing-written", lambda w: (
+        ["filters", w.model, "--layer", "0", "--layer", "1", "-o", w.root / "out" / ("s" * 250 + ".png")],
+        f"output file name '{'s' * 250}_b1c1.png' is 259 bytes long; the folder allows at most 255")),
     Case("output-is-the-image", lambda w: (
         ["features", w.model, w.image, "-o", w.image],
         f"output '{w.image}' is the input file '{w.image}'; choose another name")),

@@ -42,6 +42,38 @@ def test_a_failed_write_leaves_nothing_and_keeps_the_old_file(tmp_path, monkeypa
     assert _files(tmp_path) == {"maps.png": b"the picture from before"}
 
 
+def test_several_files_are_written_all_or_none(tmp_path, monkeypatch):
+    old = tmp_path / "b.png"
+    old.write_bytes(b"the b from before")
+    calls = []
+    real_fsync = os.fsync
+
+    def third_fails(fd):
+        calls.append(fd)
+        if len(calls) == 3:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", third_fails)
+    files = {str(tmp_path / name): name.encode() * 1000 for name in ("a.png", "b.png", "c.png")}
+    with pytest.raises(onnxviz.OutputError, match="No space left on device"):
+        output.write_all(files)
+    assert _files(tmp_path) == {"b.png": b"the b from before"}  # a.png was staged, never renamed
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    assert output.write_all(files) == list(files)
+    assert _files(tmp_path) == {name: name.encode() * 1000 for name in ("a.png", "b.png", "c.png")}
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_files_get_the_users_umask(tmp_path, umask, mode):
+    before = os.umask(umask)
+    try:
+        output.write_atomic(tmp_path / "maps.png", b"png")
+    finally:
+        os.umask(before)
+    assert (tmp_path / "maps.png").stat().st_mode & 0o777 == mode
+
+
 def test_layer_names_cannot_leave_the_output_folder(tmp_path, capsys):
     hostile = {"c1": "../../x", "c2": "a/b", "c3": "/etc/passwd", "c4": "..", "c5": "x", "c6": "é" * 300}
     net = Net((1, 3, 8, 8))

@@ -65,7 +65,17 @@ def test_non_2d_and_bad_arguments():
         render.filter_image(np.zeros((4, 3, 2, 2, 2, 2), np.float32), "c4d")
     with pytest.raises(onnxviz.UnsupportedModelError, match=r"have shape \(1, 4, 2, 2, 3, 3\); onnxviz draws \(N, C, L\)"):
         render.feature_map_image(np.zeros((1, 4, 2, 2, 3, 3), np.float32))
-    with pytest.raises(onnxviz.OnnxvizError, match="max must be 1 or more, not 0"):
+    with pytest.raises(onnxviz.OnnxvizError, match="max must be a whole number, 1 or more, not 0"):
         render.feature_map_image(np.zeros((1, 4, 8, 8), np.float32), max=0)
+    with pytest.raises(onnxviz.OnnxvizError, match=r"max must be a whole number, 1 or more, not 1\.5"):
+        render.feature_map_image(np.zeros((1, 4, 8, 8), np.float32), max=1.5)
+    with pytest.raises(onnxviz.OnnxvizError, match=r"max must be a whole number, 1 or more, not True"):
+        render.filter_image(np.zeros((2, 3, 3, 3), np.float32), max=True)
+    with pytest.raises(onnxviz.OnnxvizError, match=r"feature maps of shape \(1, 2, 0, 4\) and dtype float32 hold no numbers"):
+        onnxviz.plot_feature_maps(np.zeros((1, 2, 0, 4), np.float32))
+    with pytest.raises(onnxviz.OnnxvizError, match=r"feature maps x of shape \(1, 2, 4, 4\) and dtype <U1 hold no numbers"):
+        render.feature_map_image(np.full((1, 2, 4, 4), "a"), "x")
     with pytest.raises(onnxviz.OnnxvizError, match="rgb=True needs filters with 3 input channels; layer 'x' has 4"):
         render.filter_image(np.zeros((2, 4, 3, 3), np.float32), "x", rgb=True)
+    with pytest.raises(onnxviz.ModelError, match="a model path must be a str or os.PathLike, not NoneType"):
+        onnxviz.load(None)
