@@ -57,8 +57,8 @@ def run_demo(outdir="onnxviz-demo") -> list[tuple[str, str]]:
     import matplotlib.cbook
 
     from .model import load
-    from .output import write_atomic
-    from .render import feature_map_image, filter_image, save_png
+    from .output import write_all
+    from .render import feature_map_image, filter_image, png_bytes
 
     out = Path(outdir)
     if not out.is_dir():
@@ -73,17 +73,18 @@ def run_demo(outdir="onnxviz-demo") -> list[tuple[str, str]]:
         "photo": Path(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)),
         "shapes": _packaged("demo_sample.png"),
     }
-    written = [("layer summary", write_atomic(out / "summary.txt", (model.summary_text() + "\n").encode()))]
+    files = [("layer summary", out / "summary.txt", (model.summary_text() + "\n").encode())]
     first = model.layers[0]
-    written.append((f"filters of {first.name}, grey",
-                    save_png(filter_image(model, first, max=first.filter_shape[0]), out / "filters.png")))
+    files.append((f"filters of {first.name}, grey", out / "filters.png",
+                  png_bytes(filter_image(model, first, max=first.filter_shape[0]))))
     if first.filter_shape[1] == 3:
-        written.append((f"filters of {first.name}, RGB",
-                        save_png(filter_image(model, first, rgb=True), out / "filters_rgb.png")))
+        files.append((f"filters of {first.name}, RGB", out / "filters_rgb.png",
+                      png_bytes(filter_image(model, first, rgb=True))))
     ends = model.stage_ends()
     for tag, image in images.items():
         maps = model.feature_maps(str(image), ends)
         for name, fm in maps.items():
-            path = save_png(feature_map_image(fm, f"{name} ({image.name})"), out / f"features_{tag}_{name}.png")
-            written.append((f"feature maps of {name} for {image.name}", path))
-    return [(what, os.fspath(p)) for what, p in written]
+            files.append((f"feature maps of {name} for {image.name}", out / f"features_{tag}_{name}.png",
+                          png_bytes(feature_map_image(fm, f"{name} ({image.name})"))))
+    written = write_all({os.fspath(path): data for _, path, data in files})  # all of them, or none
+    return [(what, path) for (what, _, _), path in zip(files, written)]
