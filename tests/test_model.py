@@ -98,6 +98,118 @@ def test_feature_tensor_through_qdq_pairs(tmp_path):
     assert m.layers[0].tensor == "dq2_out"
 
 
+def _const(net, name, value):
+    return net.init(name, np.asarray(value, np.float32))
+
+
+def test_feature_tensor_through_written_out_gelu_mish_and_groupnorm(tmp_path):
+    """TorchScript's decompositions: the chain converges again after each of them."""
+    net = Net((1, 3, 8, 8))
+    x = net.conv(3, 4, name="gelu_conv")  # x·(1+erf(x/√2))·0.5
+    e = net.node("Erf", [net.node("Div", [x, _const(net, "sqrt2", 2 ** 0.5)])])
+    m = net.node("Mul", [x, net.node("Add", [e, _const(net, "one", 1.0)])])
+    net.cur = net.node("Mul", [m, _const(net, "half", 0.5)], name="gelu")
+    x = net.conv(4, 4, name="mish_conv")  # x·tanh(softplus(x))
+    net.cur = net.node("Mul", [x, net.node("Tanh", [net.node("Softplus", [x])])], name="mish")
+    x = net.conv(4, 4, name="gn_conv", bias=False)  # Reshape → InstanceNorm → Reshape(Shape(x))
+    r = net.node("Reshape", [x, net.init("groups", np.array([0, 2, -1], np.int64))])
+    n = net.node("InstanceNormalization", [r, _const(net, "g1", [1, 1]), _const(net, "b0", [0, 0])])
+    r = net.node("Reshape", [n, net.node("Shape", [x])])
+    a = net.node("Add", [net.node("Mul", [r, _const(net, "gamma", np.ones((4, 1, 1)))]),
+                         _const(net, "beta", np.zeros((4, 1, 1)))])
+    net.cur = net.node("Relu", [a], name="gn_relu")
+    x = net.conv(4, 4, name="gn_static")  # dynamo: constant shapes, checked by shape inference
+    r = net.node("Reshape", [x, net.init("grouped", np.array([1, 2, -1], np.int64))])
+    n = net.node("InstanceNormalization", [r, "g1", "b0"])
+    net.cur = net.node("Reshape", [n, net.init("back", np.array([1, 4, 8, 8], np.int64))], name="gn")
+    m = onnxviz.load(save(net.model(), tmp_path / "m.onnx"))
+    got = {l.name: (l.tensor, l.activation) for l in m.layers}
+    assert got == {"gelu_conv": ("gelu_out", "Gelu"), "mish_conv": ("mish_out", "Mish"),
+                   "gn_conv": ("gn_relu_out", "GroupNorm+Relu"), "gn_static": ("gn_out", "GroupNorm")}
+    x = np.random.default_rng(0).standard_normal((1, 3, 8, 8)).astype(np.float32)
+    fm, raw = m.feature_maps(x), m.feature_maps(x, raw_conv=True)
+    g = raw["gelu_conv"].astype(np.float64)
+    from math import erf
+    np.testing.assert_allclose(fm["gelu_conv"], 0.5 * g * (1 + np.vectorize(erf)(g / 2 ** 0.5)), rtol=1e-5, atol=1e-6)
+    v = raw["gn_conv"].reshape(1, 2, -1)
+    v = ((v - v.mean(-1, keepdims=True)) / np.sqrt(v.var(-1, keepdims=True) + 1e-5)).reshape(1, 4, 8, 8)
+    np.testing.assert_allclose(fm["gn_conv"], np.maximum(v, 0), rtol=1e-4, atol=1e-5)
+
+
+def test_feature_tensor_shape_and_type_reads_are_no_fan_out(tmp_path):
+    """dynamo without its optimiser: Clip's bounds are CastLike(constant, x); Shape(x) elsewhere."""
+    net = Net((1, 3, 8, 8))
+    x = net.conv(3, 4, name="c1")
+    lo = net.node("CastLike", [_const(net, "zero", 0.0), x])
+    hi = net.node("CastLike", [_const(net, "six", 6.0), x])
+    net.node("Shape", [x], name="shape_only")
+    net.cur = net.node("Clip", [x, lo, hi], name="relu6")
+    m = onnxviz.load(save(net.model(), tmp_path / "m.onnx"))
+    assert (m.layers[0].tensor, m.layers[0].activation) == ("relu6_out", "Clip")
+
+
+def test_feature_tensor_after_the_activation_only_a_scalar_scale(tmp_path):
+    net = Net((1, 3, 8, 8))
+    net.conv(3, 4, name="c1")
+    net.act("Relu")
+    half = net.node("Mul", [net.cur, _const(net, "half", 0.5)], name="half")  # ·0.5: part of it
+    net.cur = net.node("Add", [half, _const(net, "shift", np.ones((4, 1, 1)))], name="shift")
+    net.cur = net.node("Relu", [net.cur], name="again")
+    m = onnxviz.load(save(net.model(), tmp_path / "m.onnx"))
+    assert (m.layers[0].tensor, m.layers[0].activation) == ("half_out", "Relu")
+
+
+def test_feature_tensor_stops_at_a_residual_add_a_gate_from_elsewhere_and_a_fan_out(tmp_path):
+    net = Net((1, 3, 8, 8))
+    skip = net.conv(3, 4, name="c0")
+    x = net.conv(4, 4, name="c1")  # x + tanh(x) would converge; x + skip does not
+    t = net.node("Tanh", [x], name="t")
+    net.cur = net.node("Add", [net.node("Add", [x, skip], name="residual"), t], name="sum")
+    x = net.conv(4, 4, name="c2")  # SE: x · sigmoid(fc(pool(x))): the gate is computed elsewhere
+    gate = net.node("Sigmoid", [net.conv(4, 4, k=1, pad=0, name="fc", x=net.node("GlobalAveragePool", [x]))],
+                    name="gate")
+    net.cur = net.node("Mul", [x, gate], name="se")
+    x = net.conv(4, 4, name="c3")  # to two convs
+    a, b = net.conv(4, 4, name="a", x=x), net.conv(4, 4, name="b", x=x)
+    net.cur = net.node("Add", [a, b], name="join")
+    net.conv(4, 4, name="c4")  # Relu, then a flatten Reshape: not undone, not part of the chain
+    net.cur = net.node("Relu", [net.cur], name="r4")
+    net.cur = net.node("Reshape", [net.cur, net.init("flat", np.array([1, -1], np.int64))], name="flat")
+    m = onnxviz.load(save(net.model(), tmp_path / "m.onnx"))
+    got = {l.name: (l.tensor, l.activation) for l in m.layers}
+    assert got["c1"] == ("c1_out", "") and got["c2"] == ("c2_out", "") and got["c3"] == ("c3_out", "")
+    assert got["fc"] == ("gate_out", "Sigmoid") and got["c4"] == ("r4_out", "Relu")
+
+
+@pytest.mark.parametrize("length, converges", [(6, True), (20, False)])
+def test_feature_tensor_region_size_is_bounded(tmp_path, length, converges):
+    """x · f(x) with f a chain of ``length`` nodes: followed up to the bound, else the conv output."""
+    net = Net((1, 3, 8, 8))
+    x = net.conv(3, 4, name="c1")
+    f = x
+    for k in range(length):
+        f = net.node("Neg" if k % 2 else "Abs", [f])
+    net.cur = net.node("Mul", [x, f], name="prod")
+    m = onnxviz.load(save(net.model(), tmp_path / "m.onnx"))
+    layer = m.layers[0]
+    assert (layer.tensor, layer.activation) == (("prod_out", "Abs·Neg·Mul") if converges else ("c1_out", ""))
+
+
+def test_feature_tensor_silu_through_one_qdq_pair_per_consumer(tmp_path):
+    """The quantizer's DedicatedQDQPair: x reaches Sigmoid and Mul through two equal pairs."""
+    net = Net((1, 3, 8, 8))
+    x = net.conv(3, 4, name="c1")
+    s, z = net.init("s", np.float32(0.05)), net.init("z", np.uint8(128))
+
+    def qdq(t, k):
+        return net.node("DequantizeLinear", [net.node("QuantizeLinear", [t, s, z], name=f"q{k}"), s, z], name=f"dq{k}")
+
+    sig = qdq(net.node("Sigmoid", [qdq(x, 1)], name="sig"), 3)
+    net.cur = qdq(net.node("Mul", [qdq(x, 2), sig], name="silu"), 4)
+    m = onnxviz.load(save(net.model(), tmp_path / "m.onnx"))
+    assert (m.layers[0].tensor, m.layers[0].activation) == ("dq4_out", "x*Sigmoid(x)")
+
+
 def test_friendly_names_torchscript_dynamo_and_metadata(tmp_path):
     net = Net((1, 3, 8, 8))
     net.conv(3, 4, name="/layer1/layer1.0/conv1/Conv", wname="onnx::Conv_12")

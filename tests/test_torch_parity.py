@@ -1,6 +1,6 @@
 """PyTorch exports, checked against PyTorch.
 
-Six small but realistic networks, each exported three ways: the TorchScript exporter
+Seven small but realistic networks, each exported three ways: the TorchScript exporter
 (``dynamo=False``, folds eval-mode BatchNorm into Conv), the dynamo exporter with its default
 optimiser (folds BatchNorm into Conv *and* ConvTranspose, keeping the parameter names) and the
 dynamo exporter with ``optimize=False`` (keeps BatchNormalization nodes). For every conv:
@@ -9,7 +9,9 @@ dynamo exporter with ``optimize=False`` (keeps BatchNormalization nodes). For ev
 * ``filters()`` is the module's weight, or — flagged ``folded == "BatchNorm"`` — the weight
   with the following BatchNorm folded in (``w · γ/√(σ²+ε)`` on the output-channel axis);
 * ``feature_maps()`` equals the output of the module after the conv's activation (captured
-  by a forward hook), and ``raw_conv=True`` the conv's (or, folded, the BatchNorm's) output.
+  by a forward hook), and ``raw_conv=True`` the conv's (or, folded, the BatchNorm's) output;
+* where a net says (``acts``), ``Layer.activation`` names what the chain went through — the
+  same whether the exporter kept ``Gelu``/``Mish`` ops or wrote them out (TorchScript).
 """
 
 from __future__ import annotations
@@ -178,8 +180,35 @@ class Decoder(nn.Module):
         return self.out(self.up2(self.relu(self.bn(self.up1(self.enc(x))))))
 
 
+class ConvNeXt(nn.Module):
+    """GroupNorm, GELU (exact and tanh) and Mish, with a residual add. TorchScript writes them
+    out: GroupNorm as Reshape → InstanceNormalization → Reshape(Shape(x)) → Mul γ → Add β,
+    GELU as x·(1+erf(x/√2))·0.5, tanh-GELU with x³ and Tanh, Mish as x·tanh(softplus(x))."""
+
+    taps = {"stem.0": "stem.2", "dw.0": "dw.1", "pw1": "gelu", "pw2": "mish", "head.0": "head.2"}
+    bns: dict = {}
+    acts = {"stem.0": "GroupNorm+Relu", "dw.0": "GroupNorm", "pw1": "Gelu", "pw2": "Mish",
+            "head.0": "GroupNorm+Gelu"}
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 16, 4, 2, 1), nn.GroupNorm(4, 16), nn.ReLU())
+        self.dw = nn.Sequential(nn.Conv2d(16, 16, 7, 1, 3, groups=16), nn.GroupNorm(1, 16))
+        self.pw1 = nn.Conv2d(16, 48, 1)
+        self.gelu = nn.GELU()
+        self.pw2 = nn.Conv2d(48, 16, 1)
+        self.mish = nn.Mish()
+        self.head = nn.Sequential(nn.Conv2d(16, 8, 3, 1, 1, bias=False), nn.GroupNorm(2, 8),
+                                  nn.GELU(approximate="tanh"))
+
+    def forward(self, x):
+        y = self.stem(x)
+        y = y + self.mish(self.pw2(self.gelu(self.pw1(self.dw(y)))))
+        return self.head(y)
+
+
 NETS = {"vgg": VGG, "resnet": ResNet, "mobilenet": MobileNet, "efficientnet": EfficientNet,
-        "inception": Inception, "decoder": Decoder}
+        "inception": Inception, "decoder": Decoder, "convnext": ConvNeXt}
 EXPORTERS = ("torchscript", "dynamo", "dynamo-unoptimized")
 CONVS = (nn.Conv2d, nn.ConvTranspose2d)
 
@@ -194,6 +223,9 @@ def build(key: str) -> nn.Module:
             mod.running_var.copy_(torch.rand(c) * 1.5 + 0.25)
             mod.weight.data.copy_(torch.rand(c) + 0.5)
             mod.bias.data.copy_(torch.randn(c) * 0.2)
+        if isinstance(mod, nn.GroupNorm):  # an affine part that shows
+            mod.weight.data.copy_(torch.rand(mod.num_channels) + 0.5)
+            mod.bias.data.copy_(torch.randn(mod.num_channels) * 0.2)
     return net.eval()
 
 
@@ -272,6 +304,8 @@ def test_torch_export(key, exporter, photo, tmp_path):
                                                               for c in calls}
     if folded:
         assert "folded in" in m.summary_text()
+    if hasattr(net, "acts"):
+        assert {layer.name: layer.activation for layer in m.layers} == net.acts
 
     for name in calls:  # filters: the parameter, or the parameter with its BN folded in
         got = m.filters(name)
