@@ -14,8 +14,11 @@ step fails, the one-line reason. Nothing is written to disk.
 
 Without an input, an image model gets matplotlib's sample photo (``grace_hopper.jpg``) and a
 model whose input is not an image (1-D or 3-D convs) a seeded random tensor of its input's
-shape. Feature maps are computed for all layers in one run; if that fails, layer by layer, so
-one unsupported layer does not hide the others.
+shape (dynamic dims: 1 for the batch, 64 for the others), refused before it is made if no
+layer's feature map would fit the memory budget with it; an input whose shape the graph does
+not give at all gets no default (pass a ``.npy`` array). Feature maps are computed for all
+layers in one run; if that fails, layer by layer, so one unsupported layer does not hide the
+others (a 2-channel image input, which onnxviz cannot make images for, fails every layer).
 
 Known limits: "drawn" means the picture was composed in memory (not encoded as PNG); the
 check runs the model once per failing layer, which can be slow for big models that fail.
@@ -23,12 +26,13 @@ check runs the model once per failing layer, which can be slow for big models th
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
 
 import numpy as np
 
-from .errors import ImageError, OnnxvizError, OnnxvizWarning
+from .errors import ImageError, OnnxvizError, OnnxvizWarning, ResourceError
 from .model import Model, format_shape, load
 
 __all__ = ["check", "report_text"]
@@ -37,12 +41,33 @@ NEAR_ZERO = 1e-3   # a filter whose largest |w| is below this fraction of the la
 _RANDOM_SIDE = 64  # the size of a dynamic dim in the random tensor for non-image inputs
 
 
-def _default_input(model: Model):
-    """(input, description): the sample photo for image models, else a random tensor."""
+def _default_input(model: Model, max_bytes=None):
+    """(input, description): the sample photo for image models, else a random tensor.
+
+    The random tensor is refused before it is made (:class:`ResourceError`) when even the
+    layer that needs the least memory would not fit the budget with it (the estimate of
+    :func:`onnxviz.features.feature_maps`); an input with no shape at all cannot get one.
+    """
+    from .features import _estimate, format_bytes, memory_budget
+
     inp = model.input
+    if inp is not None and not inp.shape:
+        raise ImageError(f"the model input '{inp.name}' has no shape in the graph (not even a rank), so check "
+                         "cannot make a test input for it; pass one as IMAGE: a .npy array of the shape the "
+                         "model takes")
     if inp is not None and len(inp.shape) != 4:
         shape = [d if isinstance(d, int) and d > 0 else (1 if k == 0 else _RANDOM_SIDE)
                  for k, d in enumerate(inp.shape)]
+        limit = memory_budget(max_bytes)
+        need, layer = min((_estimate(model, [layer.tensor], tuple(shape))["total"], layer.name)
+                          for layer in model.layers)
+        if need > limit:
+            size = format_bytes(4 * math.prod(shape))
+            raise ResourceError(
+                f"check's default input for '{inp.name}' is a random tensor {format_shape(shape)} ({size}), "
+                f"and with it even the layer that needs the least memory ('{layer}') would need "
+                f"{format_bytes(need)}; the budget is {format_bytes(limit)}: pass a smaller input as IMAGE "
+                "(a .npy array), or raise the budget with max_bytes= or ONNXVIZ_MAX_BYTES")
         x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
         return x, f"a random normal tensor {format_shape(shape)} (seed 0)"
     from matplotlib import cbook
@@ -108,24 +133,26 @@ def _all_maps(model: Model, source, kwargs) -> dict:
     return out
 
 
-def check(model, image=None, *, preprocess: str | None = None, size=None, feeds=None) -> dict:
+def check(model, image=None, *, preprocess: str | None = None, size=None, feeds=None,
+          max_bytes=None) -> dict:
     """A JSON-ready report on every layer of ``model`` (a :class:`Model` or a path).
 
     ``image``: what :meth:`Model.feature_maps` accepts (a path, an array, a ready tensor);
     ``None`` for the default input (see the module docstring). An input that cannot be read
     raises :class:`~onnxviz.errors.ImageError`, as in ``feature_maps``: that is a problem of
-    the input, not of the model.
+    the input, not of the model. ``max_bytes``: the memory budget of ``feature_maps`` (a
+    layer over it is reported as such), also applied to the default input before it is made.
     """
     if not isinstance(model, Model):
         model = load(model)
     described = None
     if image is None:
-        image, described = _default_input(model)
+        image, described = _default_input(model, max_bytes)
     elif isinstance(image, (str, os.PathLike)):
         described = os.fspath(image)
     else:
         described = f"an array {format_shape(np.shape(image))}"
-    kwargs = {"preprocess": preprocess, "size": size}
+    kwargs = {"preprocess": preprocess, "size": size, "max_bytes": max_bytes}
     if feeds:
         kwargs["feeds"] = feeds
     with warnings.catch_warnings(record=True) as caught:

@@ -205,6 +205,19 @@ def _load_npy(path: str):
     return arr
 
 
+def _feeds(pairs) -> dict | None:
+    """``--feed NAME=FILE.npy`` pairs (see :func:`_feed_arg`) → ``{NAME: array}``, or ``None``
+    for none; a name given twice is refused before any file is read."""
+    from .errors import ImageError
+
+    seen = set()
+    for name, _ in pairs or []:
+        if name in seen:
+            raise ImageError(f"--feed {name}= is given twice; give each input once")
+        seen.add(name)
+    return {name: _load_npy(path) for name, path in pairs} if pairs else None
+
+
 def _features(args) -> int:
     from .errors import ImageError
     from .model import load
@@ -225,14 +238,9 @@ def _features(args) -> int:
         if inp is not None and inp.shape and source.ndim != len(inp.shape):
             raise ImageError(f"the array '{args.image}' has shape {source.shape}; the model input "
                              f"'{inp.name}' has shape {list(inp.shape)}: give an array of that rank")
-    feeds = {}
-    for name, path in args.feed or []:
-        if name in feeds:
-            raise ImageError(f"--feed {name}= is given twice; give each input once")
-        feeds[name] = _load_npy(path)
     maps = model.feature_maps(source, layers, preprocess=args.preprocess,
                               size=tuple(args.size) if args.size else None, raw_conv=args.raw_conv,
-                              feeds=feeds or None, max_bytes=args.max_memory)
+                              feeds=_feeds(args.feed), max_bytes=args.max_memory)
     _write([(paths[name], feature_map_image(fm, name, max=args.max, shared=args.shared, spatial=fm.ndim - 2),
              f"{name}: {format_shape(fm.shape[1:])}") for name, fm in maps.items()])
     return 0
@@ -245,11 +253,8 @@ def _check(args) -> int:
     source = args.image
     if source is not None and source.lower().endswith(".npy"):
         source = _load_npy(source)
-    feeds = {}
-    for name, path in args.feed or []:
-        feeds[name] = _load_npy(path)
     report = check(args.model, source, preprocess=args.preprocess,
-                   size=tuple(args.size) if args.size else None, feeds=feeds or None)
+                   size=tuple(args.size) if args.size else None, feeds=_feeds(args.feed))
     print(json.dumps(report, indent=2) if args.json else report_text(report))
     bad = [layer["name"] for layer in report["layers"] if not layer["ok"]]
     if bad:

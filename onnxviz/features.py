@@ -34,8 +34,19 @@ What can be fed:
 * ``feeds={name: array}``: the model's other inputs, when the requested layers need them
   (cast to each input's dtype, static dims checked).
 
+The memory budget (``max_bytes=``, ``--max-memory``, ``ONNXVIZ_MAX_BYTES``; 2 GiB by
+default) is checked before anything runs, on shapes inferred at the actual input shape (a
+ready tensor's own, an image's ``size``): the input, the maps, and the largest set of
+intermediate tensors the pruned sub-graph holds at once, simulated node by node
+(:func:`_estimate`, :func:`_run_peak`). Measured (BENCHMARKS.md, "Memory budget"): peak RSS is
+the process (~80 MiB) plus the weights plus 1.03–1.06 × the estimate for 2-D nets, up to
+1.4 × when onnxruntime's CPU arena keeps a freed tensor's pages while it places the next
+elsewhere (not in every run); 0.7 × for a 1-D net's all-layer request (no NCHWc copies there).
+
 Known limits: images go to rank-4 inputs only (a 1-D or 3-D conv net takes a tensor); a
-layer that needs a model input that is not given is refused with a message naming it.
+layer that needs a model input that is not given is refused with a message naming it; the
+budget's estimate does not look inside If/Loop bodies, and a tensor shape inference cannot
+size is counted as large as its node's inputs, a guess the refusal message owns up to.
 """
 
 from __future__ import annotations
@@ -53,7 +64,7 @@ from . import graph, runtime
 from . import preprocess as prep
 from .errors import ImageError, ModelError, OnnxvizError, OnnxvizWarning, ResourceError, \
     UnsupportedModelError, listing
-from .model import META, Model, _dims, format_shape, infer_shapes
+from .model import META, Model, _dims, format_shape
 from .model import QLINEAR_ACTIVATIONS, convinteger_scaling, node_attr
 from .weights import constant_value, dequantize
 
@@ -107,45 +118,227 @@ def memory_budget(max_bytes=None) -> int:
 
 _SHAPES: "weakref.WeakKeyDictionary[Model, dict]" = weakref.WeakKeyDictionary()
 
+#: Elementwise ops whose output onnxruntime writes over their one non-constant input when
+#: nothing later reads it (its kernels may run in place, and a conv's bias, BatchNorm and
+#: activation are fused into the conv): no new buffer is counted for them then.
+_IN_PLACE = frozenset({
+    "Relu", "LeakyRelu", "PRelu", "Elu", "Selu", "Celu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh",
+    "Softplus", "Softsign", "Clip", "ThresholdedRelu", "Gelu", "Mish", "Abs", "Neg", "Exp", "Log", "Sqrt",
+    "Reciprocal", "Erf", "Add", "Sub", "Mul", "Div", "BatchNormalization", "Identity", "Dropout"})
+_CONV_WEIGHT = {"Conv": 1, "ConvTranspose": 1, "ConvInteger": 1, "QLinearConv": 3, "FusedConv": 1}
+#: Full-size copies of an image batch that preprocessing holds at once (the stacked float32
+#: pixels, the preset's result, the laid-out tensor): see :func:`onnxviz.preprocess.to_tensor`.
+PREPROCESS_COPIES = 3
 
-def _check_budget(model: Model, chosen, raw_conv: bool, size, batch: int, max_bytes) -> None:
-    """Refuse, before anything is computed, a call whose feature maps would not fit the budget.
 
-    Each map is counted as float32 ``batch × C × H × W`` from onnx shape inference at the
-    requested input size (cached per size), plus the input tensor. A tensor whose shape
-    inference leaves unknown is not counted: the figure is then a lower bound.
-    """
-    limit = memory_budget(max_bytes)
-    inp = model.input
-    fixed = inp.shape[0] if inp.shape and isinstance(inp.shape[0], int) and inp.shape[0] > 0 else 0
-    if fixed:  # a fixed batch size: every run is filled up to it
-        batch = -(-batch // fixed) * fixed
-    key = tuple(size) if size is not None else None
+def _itemsize(elem_type: int) -> int:
+    try:
+        return max(1, np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem_type)).itemsize)
+    except Exception:  # undefined or exotic types: count them as float32
+        return 4
+
+
+def _tensor_types(model: Model, fixed: tuple) -> dict:
+    """``{tensor: (dims, elem_type)}`` from onnx shape inference with the graph inputs of
+    ``fixed`` (``(name, shape)`` pairs) set to those shapes; cached per model and shapes."""
     cache = _SHAPES.setdefault(model, {})
-    if key not in cache:
-        cache[key] = infer_shapes(model.proto, inp, key, 1)
-    shapes = cache[key]
+    if fixed in cache:
+        return cache[fixed]
+    proto = onnx.ModelProto()
+    proto.CopyFrom(model.proto)
+    want = dict(fixed)
+    for vi in proto.graph.input:
+        if vi.name in want:
+            shape = vi.type.tensor_type.shape
+            del shape.dim[:]
+            for d in want[vi.name]:
+                shape.dim.add().dim_value = int(d)
+    del proto.graph.value_info[:]  # an exporter's shapes are for its own input size
+    for vi in proto.graph.output:
+        vi.type.tensor_type.ClearField("shape")
+    values = list(proto.graph.input)
+    try:
+        inferred = onnx.shape_inference.infer_shapes(proto, strict_mode=False, data_prop=True)
+        values = list(inferred.graph.value_info) + list(inferred.graph.output) + values
+    except Exception:  # inference is best effort: the rest is estimated (see _run_peak)
+        pass
+    out = {vi.name: (_dims(vi), vi.type.tensor_type.elem_type) for vi in values
+           if vi.type.tensor_type.HasField("shape")}
+    if len(cache) >= 8:
+        cache.pop(next(iter(cache)))
+    cache[fixed] = out
+    return out
+
+
+def _body_inputs(node) -> set:
+    """Names read inside the If/Loop/Scan bodies of ``node``, at any depth."""
+    names = set()
+    for a in node.attribute:
+        for body in ([a.g] if a.HasField("g") else []) + list(a.graphs):
+            for n in body.node:
+                names.update(n.input)
+                names |= _body_inputs(n)
+    return names
+
+
+def _run_peak(model: Model, tensors, types: dict, base: int) -> tuple[int, int, int]:
+    """(peak bytes, bytes of ``tensors``, tensors guessed): one run of the sub-graph that
+    computes ``tensors``, simulated in graph order on the shapes of ``types``.
+
+    Live at each node: ``base`` (the inputs, held by the caller), each tensor from the node
+    that makes it to the last node that reads it, and each requested tensor a second time,
+    from the node that makes it to the end: it is a graph output, and onnxruntime computes a
+    2-D conv in its blocked NCHWc layout and copies the map out of it (measured: a map alone
+    costs twice its size at its peak). An op of :data:`_IN_PLACE` whose data input dies with
+    it writes into that input's buffer (onnxruntime fuses a conv's activation into it) when
+    that is its one non-constant input (a residual Add gets a new buffer).
+    Weights and constants are not counted. A tensor whose shape inference does not know is
+    counted as large as the node's data inputs together (a conv's: times its channel ratio).
+    """
+    index = model._index
+    order = {id(n): k for k, n in enumerate(index.nodes)}
+    wanted, seen, stack = {}, set(), list(tensors)
+    while stack:  # the nodes the tensors need (what graph.prune keeps)
+        node = index.producers.get(stack.pop())
+        if node is None or id(node) in seen:
+            continue
+        seen.add(id(node))
+        wanted[order[id(node)]] = node
+        stack.extend(i for i in list(node.input) + sorted(_body_inputs(node)) if i)
+    nodes = [wanted[k] for k in sorted(wanted)]
+    const = set(index.initializers)
+    last = {}
+    for pos, node in enumerate(nodes):
+        ins = [i for i in node.input if i]
+        if node.op_type == "Constant" or (ins and all(i in const for i in ins)
+                                          and not any(a.g.node or a.graphs for a in node.attribute)):
+            const.update(o for o in node.output if o)  # folded by onnxruntime at load: a weight
+        for i in ins + sorted(_body_inputs(node)):
+            last[i] = pos
+    requested = set(tensors)
+    sizes, held = {}, {}
+    kept = peak = guessed = 0
+
+    def known(name: str) -> int | None:
+        dims, elem = types.get(name, ((), 0))
+        if name in types and all(isinstance(d, int) and d >= 0 for d in dims):
+            return math.prod(dims) * _itemsize(elem)
+        return None
+
+    def size(name: str, node, data) -> int:
+        nonlocal guessed
+        if known(name) is not None:
+            return known(name)
+        guessed += 1
+        if node.op_type in ("Shape", "Size"):
+            return 64
+        ratio = 1.0
+        at = _CONV_WEIGHT.get(node.op_type)
+        w = index.initializers.get(node.input[at]) if at is not None and len(node.input) > at else None
+        if w is not None and len(w.dims) >= 3 and min(w.dims) > 0:
+            group = node_attr(node, "group", 1) or 1
+            if node.op_type == "ConvTranspose":
+                ratio = w.dims[1] * group / w.dims[0] * math.prod(node_attr(node, "strides", None) or [1])
+            else:
+                ratio = w.dims[0] / (w.dims[1] * group)
+        return int(sum(sizes.get(i, known(i) or 0) for i in data) * ratio)
+
+    for pos, node in enumerate(nodes):
+        if all(o in const for o in node.output if o):
+            continue
+        data = [i for i in node.input if i and i not in const]
+        for k, out in enumerate(o for o in node.output if o):
+            b = sizes[out] = size(out, node, data)
+            src = data[0] if data else None
+            reuse = (k == 0 and node.op_type in _IN_PLACE and len(data) == 1 and src in held
+                     and last.get(src) == pos and held[src] >= b)
+            if reuse:
+                b = held.pop(src)
+            if out in requested:
+                kept += sizes[out]  # the output, besides the buffer the op wrote
+            held[out] = b
+        peak = max(peak, base + kept + sum(held.values()))
+        for name in [i for i in held if last.get(i, -1) <= pos]:  # read by nothing later
+            del held[name]
+    maps = sum(sizes.get(t, 0) for t in requested)
+    return max(peak, base + kept), maps, guessed
+
+
+def _estimate(model: Model, tensors, shape: tuple, other_feeds: dict | None = None,
+              images: bool = False) -> dict:
+    """The memory one feature-map call needs, in bytes, before anything is computed.
+
+    ``shape``: the whole input (batch first); ``other_feeds``: ``{name: array}``;
+    ``images``: the input is made by preprocessing. Returns ``total`` and its parts:
+    ``input`` (the input and the other feeds), ``maps`` (the requested maps, as returned),
+    ``work`` (``total - input - maps``: the other tensors alive at once at the peak) and
+    ``guessed`` (tensors of unknown shape, see :func:`_run_peak`). The total is the largest of
+
+    * the run: :func:`_run_peak` for one batch (shapes inferred at batch 1, or the model's
+      fixed batch, and scaled to the batch of a run), plus the maps of earlier runs when a
+      fixed batch size splits the images in several runs;
+    * after it: the input and all maps (twice when several runs' maps are concatenated,
+      plus their float32 copies when the model's maps are not float32);
+    * preprocessing: :data:`PREPROCESS_COPIES` float32 copies of the input tensor.
+
+    Not counted: the weights (onnxruntime maps external weights from their file) and the
+    process itself (~80 MiB of Python, numpy, onnx and onnxruntime). Measured (BENCHMARKS.md,
+    "Memory budget"; ``scripts/bench_budget.py``): peak RSS − process = 1.03–1.06 × ``total``
+    for a VGG-like net at 224², 1000² and 2000², batches of 1 and 8; 1.37 in most runs of one
+    case where onnxruntime's arena keeps a freed tensor's pages; 0.71 for a 1-D all-layer request.
+    """
+    inp = model.input
+    elem = inp.elem_type
+    n = int(shape[0]) if shape else 1
+    fixed = inp.shape[0] if inp.shape and isinstance(inp.shape[0], int) and inp.shape[0] > 0 else 0
+    step = fixed or n
+    runs = -(-n // step)
+    one = fixed or 1  # shapes are inferred at this batch and scaled to `step`
+    feeds = {name: np.shape(v) for name, v in (other_feeds or {}).items()}
+    pinned = ((inp.name, (one,) + tuple(shape[1:])),) + tuple(sorted(feeds.items()))
+    types = _tensor_types(model, pinned)
+    per_image = math.prod(shape[1:]) * _itemsize(elem)
+    feed_bytes = sum(np.asarray(v).nbytes for v in (other_feeds or {}).values())
+    x_all = n * per_image
+    pad = step * per_image if n % step else 0  # the last run's input, filled up to the fixed batch
+    peak, maps, guessed = _run_peak(model, list(dict.fromkeys(tensors)), types, one * per_image + feed_bytes)
+    scale = step / one
+    run_peak = int((peak - one * per_image - feed_bytes) * scale)
+    maps_run = int(maps * scale)
+    f32 = sum(math.prod(types[t][0]) * 4 for t in dict.fromkeys(tensors)
+              if t in types and types[t][1] != onnx.TensorProto.FLOAT
+              and all(isinstance(d, int) and d >= 0 for d in types[t][0]))
+    base = x_all + pad + feed_bytes
+    total = max(base + run_peak + (runs - 1) * maps_run,
+                x_all + feed_bytes + (2 if runs > 1 else 1) * runs * maps_run + int(f32 * scale) * runs,
+                PREPROCESS_COPIES * n * math.prod(shape[1:]) * 4 if images else 0)  # float32 pixels
+    inputs = x_all + pad + feed_bytes
+    all_maps = runs * maps_run
+    return {"total": total, "input": inputs, "maps": all_maps, "work": max(0, total - inputs - all_maps),
+            "guessed": guessed}
+
+
+def _check_budget(model: Model, chosen, raw_conv: bool, shape: tuple, max_bytes, feeds=None,
+                  images: bool = False) -> None:
+    """Refuse, before anything is computed, a call that would need more memory than the
+    budget: the figure is :func:`_estimate`'s (the input, the maps, and the intermediate
+    tensors the sub-graph holds at once while it runs)."""
+    limit = memory_budget(max_bytes)
     tensors = list(dict.fromkeys(_fetched(model, layer, raw_conv) for layer in chosen))
-    per_image = 0
-    for t in tensors:
-        dims = shapes.get(t, ())[1:]
-        if dims and all(isinstance(d, int) and d >= 0 for d in dims):
-            per_image += 4 * math.prod(dims)
-    in_dims = list(inp.shape[1:])
-    if len(inp.shape) == 4 and key is not None:
-        hw_axes = (1, 2) if inp.layout == "NHWC" else (2, 3)
-        for axis, value in zip(hw_axes, key):
-            in_dims[axis - 1] = value
-    in_dims = [d if isinstance(d, int) and d > 0 else 3 if len(inp.shape) == 4 else 1 for d in in_dims]
-    per_image += 4 * math.prod(in_dims)
-    total = batch * per_image
-    if total > limit:
-        layers = f"{len(tensors)} layer{'s' if len(tensors) != 1 else ''}"
-        raise ResourceError(
-            f"these feature maps would need {format_bytes(total)} ({batch} image{'s' if batch != 1 else ''} × "
-            f"{format_bytes(per_image)} for {layers} at input {format_shape(in_dims)}, input included); the "
-            f"budget is {format_bytes(limit)}: ask for fewer layers or images or a smaller size, or raise "
-            "it with --max-memory, max_bytes= or ONNXVIZ_MAX_BYTES")
+    est = _estimate(model, tensors, tuple(shape), feeds, images)
+    if est["total"] <= limit:
+        return
+    k = est["guessed"]
+    guessed = (f"; {k} tensor{'s' if k != 1 else ''} of unknown shape counted as large as "
+               f"{'their' if k != 1 else 'its'} inputs" if k else "")
+    n = len(tensors)
+    advice = "fewer layers or images or a smaller size" if images else "fewer layers or a smaller input array"
+    raise ResourceError(
+        f"these feature maps would need {format_bytes(est['total'])} at input {format_shape(shape)} "
+        f"(input {format_bytes(est['input'])}, maps of {n} layer{'s' if n != 1 else ''} "
+        f"{format_bytes(est['maps'])}, intermediate tensors held at the same time "
+        f"{format_bytes(est['work'])}{guessed}); the budget is {format_bytes(limit)}: ask for {advice}, "
+        "or raise it with --max-memory, max_bytes= or ONNXVIZ_MAX_BYTES")
 
 
 def resolve_preset(model: Model, preprocess_name: str | None) -> str:
@@ -311,7 +504,8 @@ def feature_maps(model: Model, images, layers=None, *, preprocess=None, size=Non
     :mod:`onnxviz.model` — in a QDQ model it costs onnxruntime's quantized fusion.
     ``feeds``: ``{input name: array}`` for the model's other inputs, if the layers need them.
     ``max_bytes``: the memory budget (bytes, or ``"4G"``; default :data:`MAX_BYTES`, or the
-    ``ONNXVIZ_MAX_BYTES`` environment variable): a call whose maps and input would need more
+    ``ONNXVIZ_MAX_BYTES`` environment variable): a call whose input, maps and intermediate
+    tensors would need more (shape inference at the actual input shape; see :func:`_estimate`)
     raises :class:`~onnxviz.errors.ResourceError` before anything is computed.
     """
     chosen = model.select(layers)
@@ -330,8 +524,8 @@ def feature_maps(model: Model, images, layers=None, *, preprocess=None, size=Non
             raise ImageError(f"an input array of shape {tuple(images.shape)} is fed to '{inp.name}' "
                              "as is; preprocess= and size= apply to images only (drop them)")
         x = _ready_tensor(model, images)
-        spatial = (x.shape[1:3] if inp.layout == "NHWC" else x.shape[2:4]) if rank == 4 else None
-        _check_budget(model, chosen, raw_conv, spatial, len(x), max_bytes)
+        extra = _other_feeds(model, feeds)
+        _check_budget(model, chosen, raw_conv, x.shape, max_bytes, extra)
     elif rank != 4:
         raise ImageError(
             f"the model input '{inp.name}' has shape {list(inp.shape)} (rank {rank}) and cannot "
@@ -339,12 +533,13 @@ def feature_maps(model: Model, images, layers=None, *, preprocess=None, size=Non
     else:
         preset = resolve_preset(model, preprocess)
         hw = _input_size(model, size)
-        _check_budget(model, chosen, raw_conv, hw, len(images) if isinstance(images, (list, tuple)) else 1,
-                      max_bytes)
         c_dim = inp.shape[3] if inp.layout == "NHWC" else inp.shape[1]
         channels = c_dim if isinstance(c_dim, int) and c_dim > 0 else 3
+        n = len(images) if isinstance(images, (list, tuple)) else 1
+        extra = _other_feeds(model, feeds)
+        _check_budget(model, chosen, raw_conv, (n, *hw, channels) if inp.layout == "NHWC" else (n, channels, *hw),
+                      max_bytes, extra, images=True)
         x = prep.to_tensor(images, size=hw, layout=inp.layout, preset=preset, channels=channels, dtype=dtype)
-    extra = _other_feeds(model, feeds)
     tensors = [_fetched(model, layer, raw_conv) for layer in chosen]
     unique = tuple(dict.fromkeys(tensors))
     sess = _session(model, unique)

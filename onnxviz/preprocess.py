@@ -18,7 +18,9 @@ Decoding is Pillow's: the first frame of an animation, EXIF orientation applied;
 palette, RGBA (alpha dropped), CMYK and 16-bit images become 8-bit-range RGB. Resizing is
 bilinear (antialiased when shrinking). Arrays are taken as pixel values 0–255, ``H×W`` or
 ``H×W×C`` with C in 1, 3, 4. Images smaller than :data:`MIN_SIDE` pixels a side, and images
-over Pillow's decompression-bomb limit, are refused with :class:`ImageError`.
+over Pillow's decompression-bomb limit, are refused with :class:`ImageError`. Images are
+made for inputs of 3 channels (RGB) or 1 (grey); other counts are refused with
+:class:`UnsupportedModelError` (a limit of onnxviz for that model: feed it a ready tensor).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import warnings
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import ImageError
+from .errors import ImageError, UnsupportedModelError
 
 __all__ = ["PRESETS", "MIN_SIDE", "load_image", "to_tensor", "apply_preset"]
 
@@ -161,9 +163,18 @@ def apply_preset(x: np.ndarray, preset: str) -> np.ndarray:
 
 def to_tensor(images, *, size: tuple, layout: str = "NCHW", preset: str = "raw",
               channels: int = 3, dtype=np.float32) -> np.ndarray:
-    """A batch tensor ``(N, C, H, W)`` or ``(N, H, W, C)`` from one image or a list of them."""
+    """A batch tensor ``(N, C, H, W)`` or ``(N, H, W, C)`` from one image or a list of them.
+
+    ``channels``: 3 (RGB) or 1 (grey, ITU-R 601 luma of the preset's values); any other count
+    is the model's limit, not the image's: :class:`UnsupportedModelError`, before decoding.
+    """
     if preset not in PRESETS:
         raise ImageError(f"unknown preprocessing preset '{preset}'; presets are: {', '.join(PRESETS)}")
+    if channels not in (1, 3):
+        raise UnsupportedModelError(
+            f"the model's image input has {channels} channels; onnxviz makes images of 1 (grey) or 3 (RGB) "
+            "channels: feed it a ready input tensor instead (a numpy array of the input's shape, a .npy "
+            "file on the command line)")
     if isinstance(images, (list, tuple)):
         if not images:
             raise ImageError("no image given; pass a path, a PIL image, an array, or a list of them")
@@ -179,8 +190,6 @@ def to_tensor(images, *, size: tuple, layout: str = "NCHW", preset: str = "raw",
         if preset == "caffe":
             weights = weights[::-1]
         batch = (batch @ weights)[..., None]
-    elif channels != 3:
-        raise ImageError(f"the model's image input has {channels} channels; onnxviz feeds 1 or 3")
     if layout == "NCHW":
         batch = batch.transpose(0, 3, 1, 2)
     return np.ascontiguousarray(batch, dtype=dtype)

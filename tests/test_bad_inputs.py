@@ -414,14 +414,14 @@ CASES = [
         "(bytes)"), code=2),
     Case("feature-maps-over-the-memory-budget", lambda w: (
         ["features", w.model, w.image, "--layer", "*", "--max-memory", "4k", "-o", w.out],
-        "these feature maps would need 12.5 KiB (1 image × 12.5 KiB for 3 layers at input 3×16×16, input "
-        "included); the budget is 4.0 KiB: ask for fewer layers or images or a smaller size, or raise it "
-        "with --max-memory, max_bytes= or ONNXVIZ_MAX_BYTES")),
+        "these feature maps would need 16.0 KiB at input 1×3×16×16 (input 3.0 KiB, maps of 3 layers 9.5 KiB, "
+        "intermediate tensors held at the same time 3.5 KiB); the budget is 4.0 KiB: ask for fewer layers or "
+        "images or a smaller size, or raise it with --max-memory, max_bytes= or ONNXVIZ_MAX_BYTES")),
     Case("feature-maps-over-the-budget-from-the-environment", lambda w: (
         ["features", w.model, w.image, "-o", w.out],
-        "these feature maps would need 8.5 KiB (1 image × 8.5 KiB for 2 layers at input 3×16×16, input "
-        "included); the budget is 1000 bytes: ask for fewer layers or images or a smaller size, or raise it "
-        "with --max-memory, max_bytes= or ONNXVIZ_MAX_BYTES"),
+        "these feature maps would need 12.0 KiB at input 1×3×16×16 (input 3.0 KiB, maps of 2 layers 5.5 KiB, "
+        "intermediate tensors held at the same time 3.5 KiB); the budget is 1000 bytes: ask for fewer layers "
+        "or images or a smaller size, or raise it with --max-memory, max_bytes= or ONNXVIZ_MAX_BYTES"),
         patch=lambda mp: mp.setenv("ONNXVIZ_MAX_BYTES", "1000")),
     Case("picture-over-the-pixel-limit", lambda w: (
         ["features", w.model, w.image, "--layer", "b1c1", "-o", w.out],

@@ -123,3 +123,68 @@ def test_a_1d_model_gets_a_random_tensor_of_its_input_shape(tmp_path):
     row = report["layers"][0]
     assert row["ok"] and row["features"]["shape"] == [4, 16]
     assert row["features"]["max"] == pytest.approx(float(ref.max()), rel=1e-6)
+
+
+def _one_conv(tmp_path, shape, channels=2, name="m.onnx"):
+    """x (shape) → Conv (4 filters, kernel 3 over the trailing dims) → Relu; ``shape=None``: no shape."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)
+    rank = len(shape) if shape is not None else 4
+    w = onnx.numpy_helper.from_array(np.ones((4, channels) + (3,) * (rank - 2), np.float32), "w")
+    g = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["c"], name="c"),
+                           helper.make_node("Relu", ["c"], ["y"], name="relu")], "g", [x],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [w])
+    return save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / name)
+
+
+def test_the_default_random_input_is_refused_before_it_is_made(tmp_path, capsys, monkeypatch):
+    path = _one_conv(tmp_path, [1, 1, 150_000_000], channels=1)
+    monkeypatch.setattr(np.random, "default_rng", lambda *a: pytest.fail("the random tensor was made"))
+    assert main(["check", str(path)]) == 1
+    out, err = capsys.readouterr()
+    # input 572.2 MiB + the conv's 4 × 149,999,998 floats, twice (working buffer and output)
+    assert out == "" and err == (
+        "error: check's default input for 'x' is a random tensor 1×1×150000000 (572.2 MiB), and with it even "
+        "the layer that needs the least memory ('c') would need 5.0 GiB; the budget is 2.0 GiB: pass a smaller "
+        "input as IMAGE (a .npy array), or raise the budget with max_bytes= or ONNXVIZ_MAX_BYTES\n")
+    with pytest.raises(onnxviz.ResourceError,
+                       match=r"1×1×1099511627776 \(4\.0 TiB\), .* would need 36\.0 TiB; the budget is 2\.0 GiB"):
+        check(_one_conv(tmp_path, [1, 1, 2**40], channels=1, name="huge.onnx"))
+
+
+def test_an_input_without_a_shape_gets_no_default_but_an_array_works(tmp_path, capsys):
+    path = _one_conv(tmp_path, None, channels=3)
+    assert main(["check", str(path)]) == 1
+    out, err = capsys.readouterr()
+    assert out == "" and err == (
+        "error: the model input 'x' has no shape in the graph (not even a rank), so check cannot make a test "
+        "input for it; pass one as IMAGE: a .npy array of the shape the model takes\n")
+    np.save(tmp_path / "x.npy", np.ones((1, 3, 8, 8), np.float32))
+    assert main(["check", str(path), str(tmp_path / "x.npy")]) == 0
+    assert capsys.readouterr().out.splitlines()[-1].startswith("1 of 1 layers fully supported")
+
+
+def test_a_two_channel_image_input_is_the_models_limit_reported_on_its_layers(tmp_path, capsys):
+    path = _one_conv(tmp_path, [1, 2, 16, 16], channels=2)
+    message = ("the model's image input has 2 channels; onnxviz makes images of 1 (grey) or 3 (RGB) channels: "
+               "feed it a ready input tensor instead (a numpy array of the input's shape, a .npy file on the "
+               "command line)")
+    with pytest.raises(onnxviz.UnsupportedModelError) as e:
+        onnxviz.load(path).feature_maps(report_fed_path(), preprocess="unit")
+    assert str(e.value) == message
+    assert main(["check", str(path)]) == 1
+    out, err = capsys.readouterr()
+    assert err == "error: 1 of 1 layers cannot be fully shown: c (reasons above)\n"
+    assert out.splitlines()[-3:] == ["problems:", f"  c: feature map: {message}", "0 of 1 layers fully supported"]
+    np.save(tmp_path / "x.npy", np.ones((1, 2, 16, 16), np.float32))  # a tensor goes in as is
+    assert main(["check", str(path), str(tmp_path / "x.npy")]) == 0
+
+
+def test_check_refuses_a_feed_given_twice_as_features_does(tmp_path, image, capsys):
+    path = partly_supported(tmp_path)
+    gain = tmp_path / "gain.npy"
+    np.save(gain, np.full((1, 4, 1, 1), 0.5, np.float32))
+    for command in (["check", str(path), str(image[0])],
+                    ["features", str(path), str(image[0]), "-o", str(tmp_path / "o.png")]):
+        assert main(command + ["--feed", f"gain={gain}", "--feed", f"gain={tmp_path / 'none.npy'}"]) == 1
+        out, err = capsys.readouterr()
+        assert (out, err) == ("", "error: --feed gain= is given twice; give each input once\n")
