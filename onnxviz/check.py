@@ -67,7 +67,7 @@ def _default_input(model: Model, max_bytes=None):
                 f"check's default input for '{inp.name}' is a random tensor {format_shape(shape)} ({size}), "
                 f"and with it even the layer that needs the least memory ('{layer}') would need "
                 f"{format_bytes(need)}; the budget is {format_bytes(limit)}: pass a smaller input as IMAGE "
-                "(a .npy array), or raise the budget with max_bytes= or ONNXVIZ_MAX_BYTES")
+                "(a .npy array), or raise the budget with --max-memory, max_bytes= or ONNXVIZ_MAX_BYTES")
         x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
         return x, f"a random normal tensor {format_shape(shape)} (seed 0)"
     from matplotlib import cbook

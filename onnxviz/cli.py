@@ -4,7 +4,8 @@
     onnxviz filters  MODEL [--layer L]... [--max N] [--rgb] -o OUT
     onnxviz features MODEL IMAGE [--layer L]... [--max N] [--preprocess P] [--size H W]
                      [--raw-conv] [--shared] [--max-memory SIZE] [--feed NAME=FILE.npy]... -o OUT
-    onnxviz check    MODEL [IMAGE] [--preprocess P] [--size H W] [--feed NAME=FILE.npy]... [--json]
+    onnxviz check    MODEL [IMAGE] [--preprocess P] [--size H W] [--max-memory SIZE]
+                     [--feed NAME=FILE.npy]... [--json]
     onnxviz demo     [-o OUTDIR]
 
 IMAGE may be a ``.npy`` array of the model input's shape, fed as is (1-D and 3-D conv nets).
@@ -49,6 +50,19 @@ def _size(text: str) -> int:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+def _input_options(p: argparse.ArgumentParser) -> None:
+    """What ``features`` and ``check`` share: how the input is made and fed, and the budget."""
+    p.add_argument("--preprocess", choices=PRESETS, metavar="P",
+                   help=f"one of {', '.join(PRESETS)} (default: the model's metadata, else raw)")
+    p.add_argument("--size", type=_positive, nargs=2, metavar=("H", "W"),
+                   help="input size for models with dynamic spatial dims")
+    p.add_argument("--max-memory", type=_size, metavar="SIZE",
+                   help="refuse, before running, maps that would need more memory than this, e.g. 512M or "
+                        "8G (default 2G, or the ONNXVIZ_MAX_BYTES environment variable)")
+    p.add_argument("--feed", action="append", type=_feed_arg, metavar="NAME=FILE.npy",
+                   help="an array for another model input the layers need; repeat for several")
+
+
 def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
@@ -79,17 +93,9 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("--layer", action="append", metavar="L",
                    help=layer_help + "; default: the last conv of every stage")
     m.add_argument("--max", type=_positive, default=64, metavar="N", help="maps per layer (default 64)")
-    m.add_argument("--preprocess", choices=PRESETS, metavar="P",
-                   help=f"one of {', '.join(PRESETS)} (default: the model's metadata, else raw)")
-    m.add_argument("--size", type=_positive, nargs=2, metavar=("H", "W"),
-                   help="input size for models with dynamic spatial dims")
+    _input_options(m)
     m.add_argument("--raw-conv", action="store_true", help="the conv output, before bias/BN/activation")
     m.add_argument("--shared", action="store_true", help="one colour scale for all maps of a layer")
-    m.add_argument("--max-memory", type=_size, metavar="SIZE",
-                   help="refuse, before running, maps that would need more memory than this, e.g. 512M or "
-                        "8G (default 2G, or the ONNXVIZ_MAX_BYTES environment variable)")
-    m.add_argument("--feed", action="append", type=_feed_arg, metavar="NAME=FILE.npy",
-                   help="an array for another model input the layers need; repeat for several")
     m.add_argument("-o", "--output", required=True, metavar="OUT", help="PNG to write")
     c = sub.add_parser("check", parents=[common],
                        help="is this model supported? every layer through filters and feature maps")
@@ -97,12 +103,7 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("image", metavar="IMAGE", nargs="?",
                    help="an image or a .npy input tensor (default: a sample photo, or a random "
                         "tensor for models whose input is not an image)")
-    c.add_argument("--preprocess", choices=PRESETS, metavar="P",
-                   help=f"one of {', '.join(PRESETS)} (default: the model's metadata, else raw)")
-    c.add_argument("--size", type=_positive, nargs=2, metavar=("H", "W"),
-                   help="input size for models with dynamic spatial dims")
-    c.add_argument("--feed", action="append", type=_feed_arg, metavar="NAME=FILE.npy",
-                   help="an array for another model input the layers need; repeat for several")
+    _input_options(c)
     c.add_argument("--json", action="store_true", help="print the report as JSON")
     d = sub.add_parser("demo", parents=[common], help="the whole tour on the shipped demo model, offline")
     d.add_argument("-o", "--output", default="onnxviz-demo", metavar="OUTDIR",
@@ -254,7 +255,8 @@ def _check(args) -> int:
     if source is not None and source.lower().endswith(".npy"):
         source = _load_npy(source)
     report = check(args.model, source, preprocess=args.preprocess,
-                   size=tuple(args.size) if args.size else None, feeds=_feeds(args.feed))
+                   size=tuple(args.size) if args.size else None, feeds=_feeds(args.feed),
+                   max_bytes=args.max_memory)
     print(json.dumps(report, indent=2) if args.json else report_text(report))
     bad = [layer["name"] for layer in report["layers"] if not layer["ok"]]
     if bad:

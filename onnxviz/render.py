@@ -381,6 +381,7 @@ def _strip_image(maps: np.ndarray, name: str, *, max: int, shared: bool, cmap: s
     _check_max(max)
     c, length = maps.shape
     n = min(c, max)
+    _check_pixels(n, _STRIP_PX, length * math.ceil(_STRIP_MIN_W_PX / length), 1, 1)
     norm = _normalise(maps[:n].astype(np.float32, copy=False), None if shared else (1,))
     idx = (norm * 255 + 0.5).astype(np.uint8)
     wide = math.ceil(_STRIP_MIN_W_PX / length)  # short signals: widen each sample (nearest)

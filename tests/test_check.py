@@ -145,7 +145,7 @@ def test_the_default_random_input_is_refused_before_it_is_made(tmp_path, capsys,
     assert out == "" and err == (
         "error: check's default input for 'x' is a random tensor 1×1×150000000 (572.2 MiB), and with it even "
         "the layer that needs the least memory ('c') would need 5.0 GiB; the budget is 2.0 GiB: pass a smaller "
-        "input as IMAGE (a .npy array), or raise the budget with max_bytes= or ONNXVIZ_MAX_BYTES\n")
+        "input as IMAGE (a .npy array), or raise the budget with --max-memory, max_bytes= or ONNXVIZ_MAX_BYTES\n")
     with pytest.raises(onnxviz.ResourceError,
                        match=r"1×1×1099511627776 \(4\.0 TiB\), .* would need 36\.0 TiB; the budget is 2\.0 GiB"):
         check(_one_conv(tmp_path, [1, 1, 2**40], channels=1, name="huge.onnx"))

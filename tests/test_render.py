@@ -77,5 +77,12 @@ def test_non_2d_and_bad_arguments():
         render.feature_map_image(np.full((1, 2, 4, 4), "a"), "x")
     with pytest.raises(onnxviz.OnnxvizError, match="rgb=True needs filters with 3 input channels; layer 'x' has 4"):
         render.filter_image(np.zeros((2, 4, 3, 3), np.float32), "x", rgb=True)
+    old, render.MAX_PIXELS = render.MAX_PIXELS, 5000  # 1-D strips: refused before they are built
+    try:
+        with pytest.raises(onnxviz.ResourceError, match=r"this picture would be 1000×51 = 51,000 pixels, over "
+                           r"the limit of 5,000 \(render.MAX_PIXELS\); even one tile of 12×1000 is over it"):
+            render.feature_map_image(np.zeros((1, 4, 1000), np.float32), spatial=1)
+    finally:
+        render.MAX_PIXELS = old
     with pytest.raises(onnxviz.ModelError, match="a model path must be a str or os.PathLike, not NoneType"):
         onnxviz.load(None)
