@@ -114,6 +114,8 @@ def check_external(model: onnx.ModelProto, base_dir: str) -> None:
     """
     for tensor in _tensors(model.graph):
         if tensor.data_location != onnx.TensorProto.EXTERNAL:
+            if tensor.raw_data:  # an inline tensor too can hold fewer bytes than its dims need
+                _check_length(tensor, len(tensor.raw_data), _nbytes(tensor))
             continue
         path, offset, length = external_path(tensor, base_dir)
         shown = f"external data '{os.path.basename(path)}' of initializer '{tensor.name}'"
@@ -121,32 +123,46 @@ def check_external(model: onnx.ModelProto, base_dir: str) -> None:
             size = os.path.getsize(path)
         except OSError as e:
             raise ModelError(f"{shown} cannot be read: {e.strerror or e}") from None
+        expected = _nbytes(tensor)
         if length is None:
-            try:
-                itemsize = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
-            except Exception:
-                raise ModelError(f"tensor '{tensor.name}' has unknown data type {tensor.data_type}") from None
-            length = itemsize * math.prod(tensor.dims)
+            length = expected
+        _check_length(tensor, length, expected)
         if offset + length > size:
             raise ModelError(f"{shown} is truncated: needs {length} bytes at offset {offset}, file has {size}")
+
+
+def _nbytes(tensor: onnx.TensorProto) -> int:
+    """The bytes ``tensor``'s dims and data type call for."""
+    try:
+        itemsize = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
+    except Exception:
+        raise ModelError(f"tensor '{tensor.name}' has unknown data type {tensor.data_type}") from None
+    return itemsize * math.prod(tensor.dims)
+
+
+def _check_length(tensor: onnx.TensorProto, length: int, expected: int) -> None:
+    """A tensor whose stored bytes (inline, or the external ``length``) are fewer than its dims need."""
+    if length < expected:
+        raise ModelError(
+            f"initializer '{tensor.name}' holds {length:,} bytes of data, but its dims "
+            f"{list(tensor.dims)} of {onnx.helper.tensor_dtype_to_string(tensor.data_type).split('.')[-1].lower()} need {expected:,}")
 
 
 def read_tensor(tensor: onnx.TensorProto, base_dir: str) -> np.ndarray:
     """The value of an initializer or attribute tensor, reading external bytes only for it."""
     if tensor.data_location != onnx.TensorProto.EXTERNAL:
+        if tensor.raw_data:
+            _check_length(tensor, len(tensor.raw_data), _nbytes(tensor))
         try:
             return numpy_helper.to_array(tensor)
         except Exception as e:  # onnx raises several kinds for malformed tensors
             raise ModelError(f"tensor '{tensor.name}' cannot be decoded: {e}") from None
     path, offset, length = external_path(tensor, base_dir)
     count = int(np.prod(tensor.dims, dtype=np.int64))
-    try:
-        itemsize = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
-    except Exception:
-        raise ModelError(f"tensor '{tensor.name}' has unknown data type {tensor.data_type}") from None
-    expected = count * itemsize
+    expected = _nbytes(tensor)
     if length is None:
         length = expected
+    _check_length(tensor, length, expected)
     # Plain numeric types are read straight into the array: one copy of the tensor in memory
     # (not three, as bytes → raw_data → array), and no protobuf 2 GiB limit on one tensor.
     direct = tensor.data_type in _DIRECT

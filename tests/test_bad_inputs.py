@@ -224,6 +224,10 @@ def npy_claiming(w: World, shape: tuple) -> Path:
     return path
 
 
+def weight_dims_too_big(proto: onnx.ModelProto) -> None:
+    proto.graph.initializer[0].dims[3] = 300  # 4×3×3×3 floats stored, 4×3×3×300 claimed
+
+
 def truncate(size: int):
     return lambda path: path.write_bytes(path.read_bytes()[:size])
 
@@ -314,6 +318,11 @@ CASES = [
         ["features", w.model_like("rank2.onnx", rank2_weight), w.image, "-o", w.out],
         "the weight of conv 'b1c1' ('b1c1.weight') has shape 4×27; a convolution weight has rank 3 or "
         "more (O, I/group, *kernel)")),
+    *[Case(f"conv-weight-data-shorter-than-its-dims-{command}", lambda w, command=command: (
+        [command, w.model_like("short.onnx", weight_dims_too_big), *([w.image] if command == "features" else []),
+         "-o", w.out],
+        "initializer 'b1c1.weight' holds 432 bytes of data, but its dims [4, 3, 3, 300] of float need 43,200"))
+      for command in ("filters", "features")],
     Case("opset-99-unsupported-by-onnxruntime", lambda w: (
         ["features", w.model_like("opset99.onnx", opset99), w.image, "-o", w.out],
         re.compile(r"onnxruntime cannot load the model: the model uses ai\.onnx opset 99; onnxruntime "
