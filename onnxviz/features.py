@@ -170,17 +170,6 @@ def _tensor_types(model: Model, fixed: tuple) -> dict:
     return out
 
 
-def _body_inputs(node) -> set:
-    """Names read inside the If/Loop/Scan bodies of ``node``, at any depth."""
-    names = set()
-    for a in node.attribute:
-        for body in ([a.g] if a.HasField("g") else []) + list(a.graphs):
-            for n in body.node:
-                names.update(n.input)
-                names |= _body_inputs(n)
-    return names
-
-
 def _run_peak(model: Model, tensors, types: dict, base: int) -> tuple[int, int, int]:
     """(peak bytes, bytes of ``tensors``, tensors guessed): one run of the sub-graph that
     computes ``tensors``, simulated in graph order on the shapes of ``types``.
@@ -204,7 +193,7 @@ def _run_peak(model: Model, tensors, types: dict, base: int) -> tuple[int, int, 
             continue
         seen.add(id(node))
         wanted[order[id(node)]] = node
-        stack.extend(i for i in list(node.input) + sorted(_body_inputs(node)) if i)
+        stack.extend(i for i in list(node.input) + sorted(graph.body_inputs(node)) if i)
     nodes = [wanted[k] for k in sorted(wanted)]
     const = set(index.initializers)
     last = {}
@@ -213,7 +202,7 @@ def _run_peak(model: Model, tensors, types: dict, base: int) -> tuple[int, int, 
         if node.op_type == "Constant" or (ins and all(i in const for i in ins)
                                           and not any(a.g.node or a.graphs for a in node.attribute)):
             const.update(o for o in node.output if o)  # folded by onnxruntime at load: a weight
-        for i in ins + sorted(_body_inputs(node)):
+        for i in ins + sorted(graph.body_inputs(node)):
             last[i] = pos
     requested = set(tensors)
     sizes, held = {}, {}

@@ -134,15 +134,20 @@ def _int8_zero_point(node: onnx.NodeProto, initializers: dict) -> onnx.TensorPro
     return t
 
 
+def body_inputs(node: onnx.NodeProto) -> set:
+    """Names read inside the If/Loop/Scan bodies of ``node``, at any depth."""
+    names = set()
+    for a in node.attribute:
+        for body in ([a.g] if a.HasField("g") else []) + list(a.graphs):
+            for inner in body.node:
+                names.update(inner.input)
+                names |= body_inputs(inner)
+    return names
+
+
 def _subgraph_inputs(graph: onnx.GraphProto) -> set:
     """Names read by nodes inside the If/Loop/Scan bodies of ``graph`` (at any depth)."""
-    names = set()
-    for node in graph.node:
-        for a in node.attribute:
-            for body in ([a.g] if a.HasField("g") else []) + list(a.graphs):
-                names.update(i for n in body.node for i in n.input)
-                names |= _subgraph_inputs(body)
-    return names
+    return set().union(*(body_inputs(node) for node in graph.node))
 
 
 def uint8_activations(model: onnx.ModelProto) -> onnx.ModelProto:
