@@ -157,6 +157,7 @@ class _Index:
     def __init__(self, graph: onnx.GraphProto):
         self.nodes = list(graph.node)
         self.initializers = {t.name: t for t in graph.initializer}
+        given = {i.name: "a graph input" for i in graph.input} | {n: "an initializer" for n in self.initializers}
         self.producers: dict[str, onnx.NodeProto] = {}
         self.consumers: dict[str, list[onnx.NodeProto]] = {}
         for node in self.nodes:
@@ -166,6 +167,9 @@ class _Index:
                 if out in self.producers:
                     raise ModelError(f"the graph is broken: tensor '{out}' is the output of two nodes, "
                                      f"'{self.producers[out].name}' and '{node.name}' (each tensor is made once)")
+                if out in given:
+                    raise ModelError(f"the graph is broken: tensor '{out}' is both {given[out]} and the output "
+                                     f"of node '{node.name}' (each tensor is made once)")
                 if out:
                     self.producers[out] = node
             for inp in node.input:

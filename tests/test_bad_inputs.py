@@ -224,6 +224,10 @@ def npy_claiming(w: World, shape: tuple) -> Path:
     return path
 
 
+def shadow_the_input(proto: onnx.ModelProto) -> None:
+    proto.graph.node[1].output[0] = "input"  # found by the fuzz test: weights and shapes disagreed
+
+
 def weight_dims_too_big(proto: onnx.ModelProto) -> None:
     proto.graph.initializer[0].dims[3] = 300  # 4×3×3×3 floats stored, 4×3×3×300 claimed
 
@@ -323,6 +327,10 @@ CASES = [
          "-o", w.out],
         "initializer 'b1c1.weight' holds 432 bytes of data, but its dims [4, 3, 3, 300] of float need 43,200"))
       for command in ("filters", "features")],
+    Case("tensor-both-graph-input-and-node-output", lambda w: (
+        ["summary", w.model_like("shadow.onnx", shadow_the_input)],
+        "the graph is broken: tensor 'input' is both a graph input and the output of node 'relu_1' "
+        "(each tensor is made once)")),
     Case("opset-99-unsupported-by-onnxruntime", lambda w: (
         ["features", w.model_like("opset99.onnx", opset99), w.image, "-o", w.out],
         re.compile(r"onnxruntime cannot load the model: the model uses ai\.onnx opset 99; onnxruntime "
