@@ -436,7 +436,7 @@ def feature_tensor(index: _Index, conv_output: str, shapes: dict | None = None) 
     producer = index.producers.get(conv_output)
     if producer is not None and producer.op_type == "QLinearConv":
         cur, activation = _follow_qlinear(index, conv_output)
-        if activation or index.producers[cur].op_type != "DequantizeLinear":
+        if activation or getattr(index.producers.get(cur), "op_type", "") != "DequantizeLinear":
             return cur, activation
     elif producer is not None and producer.op_type == "ConvInteger":
         scaling = convinteger_scaling(index, conv_output)
@@ -707,6 +707,9 @@ class Model:
         convs = []
         for i, node in enumerate(self._index.nodes):
             if (node.domain if node.domain != "ai.onnx" else "", node.op_type) in CONV_OPS:
+                if not node.output[0]:
+                    raise ModelError(f"the graph is broken: conv '{node.name}' ({node.op_type}) has an "
+                                     "empty output name, so nothing can read what it computes")
                 w_at = 3 if node.op_type == "QLinearConv" else 1
                 convs.append((node, node.input[w_at] if len(node.input) > w_at else "", i))
                 _check_conv_inputs(self._index, node, convs[-1][1])

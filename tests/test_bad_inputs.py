@@ -224,6 +224,10 @@ def npy_claiming(w: World, shape: tuple) -> Path:
     return path
 
 
+def empty_conv_output(proto: onnx.ModelProto) -> None:
+    proto.graph.node[0].output[0] = ""  # found by the fuzz test (a QLinearConv's, there)
+
+
 def shadow_the_input(proto: onnx.ModelProto) -> None:
     proto.graph.node[1].output[0] = "input"  # found by the fuzz test: weights and shapes disagreed
 
@@ -327,6 +331,10 @@ CASES = [
          "-o", w.out],
         "initializer 'b1c1.weight' holds 432 bytes of data, but its dims [4, 3, 3, 300] of float need 43,200"))
       for command in ("filters", "features")],
+    Case("conv-output-name-empty", lambda w: (
+        ["summary", w.model_like("noname.onnx", empty_conv_output)],
+        "the graph is broken: conv 'b1c1' (Conv) has an empty output name, so nothing can read what it "
+        "computes")),
     Case("tensor-both-graph-input-and-node-output", lambda w: (
         ["summary", w.model_like("shadow.onnx", shadow_the_input)],
         "the graph is broken: tensor 'input' is both a graph input and the output of node 'relu_1' "
