@@ -86,9 +86,8 @@ def _filters_report(model: Model, layer) -> dict:
     info = {"shape": list(w.shape)}
     if not np.isfinite(w).all():
         return {**info, "error": f"filters: {int((~np.isfinite(w)).sum())} weights are NaN or infinite"}
-    peak = np.abs(w).reshape(len(w), -1).max(axis=1) if w.size else np.zeros(0)
-    info.update(min=float(w.min()) if w.size else 0.0, max=float(w.max()) if w.size else 0.0,
-                near_zero=int((peak <= NEAR_ZERO * peak.max()).sum()) if peak.size else 0)
+    peak = np.abs(w).reshape(len(w), -1).max(axis=1)  # filters() refuses empty weights
+    info.update(min=float(w.min()), max=float(w.max()), near_zero=int((peak <= NEAR_ZERO * peak.max()).sum()))
     try:
         filter_image(w, layer.name)
     except OnnxvizError as e:
@@ -145,16 +144,13 @@ def check(model, image=None, *, preprocess: str | None = None, size=None, feeds=
     """
     if not isinstance(model, Model):
         model = load(model)
-    described = None
     if image is None:
         image, described = _default_input(model, max_bytes)
     elif isinstance(image, (str, os.PathLike)):
         described = os.fspath(image)
     else:
         described = f"an array {format_shape(np.shape(image))}"
-    kwargs = {"preprocess": preprocess, "size": size, "max_bytes": max_bytes}
-    if feeds:
-        kwargs["feeds"] = feeds
+    kwargs = {"preprocess": preprocess, "size": size, "max_bytes": max_bytes, "feeds": feeds}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", OnnxvizWarning)
         maps = _all_maps(model, image, kwargs)

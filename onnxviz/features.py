@@ -65,7 +65,7 @@ from . import preprocess as prep
 from .errors import ImageError, ModelError, OnnxvizError, OnnxvizWarning, ResourceError, \
     UnsupportedModelError, listing
 from .model import META, Model, _dims, format_shape
-from .model import QLINEAR_ACTIVATIONS, convinteger_scaling, node_attr
+from .model import CONV_OPS, QLINEAR_ACTIVATIONS, convinteger_scaling, node_attr, weight_input
 from .weights import constant_value, dequantize
 
 __all__ = ["feature_maps", "resolve_preset", "MAX_BYTES", "memory_budget", "parse_size", "format_bytes"]
@@ -125,7 +125,7 @@ _IN_PLACE = frozenset({
     "Relu", "LeakyRelu", "PRelu", "Elu", "Selu", "Celu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh",
     "Softplus", "Softsign", "Clip", "ThresholdedRelu", "Gelu", "Mish", "Abs", "Neg", "Exp", "Log", "Sqrt",
     "Reciprocal", "Erf", "Add", "Sub", "Mul", "Div", "BatchNormalization", "Identity", "Dropout"})
-_CONV_WEIGHT = {"Conv": 1, "ConvTranspose": 1, "ConvInteger": 1, "QLinearConv": 3, "FusedConv": 1}
+_CONV_OP_TYPES = frozenset(op for _, op in CONV_OPS)
 #: Full-size copies of an image batch that preprocessing holds at once (the stacked float32
 #: pixels, the preset's result, the laid-out tensor): see :func:`onnxviz.preprocess.to_tensor`.
 PREPROCESS_COPIES = 3
@@ -185,14 +185,13 @@ def _run_peak(model: Model, tensors, types: dict, base: int) -> tuple[int, int, 
     counted as large as the node's data inputs together (a conv's: times its channel ratio).
     """
     index = model._index
-    order = {id(n): k for k, n in enumerate(index.nodes)}
     wanted, seen, stack = {}, set(), list(tensors)
     while stack:  # the nodes the tensors need (what graph.prune keeps)
         node = index.producers.get(stack.pop())
         if node is None or id(node) in seen:
             continue
         seen.add(id(node))
-        wanted[order[id(node)]] = node
+        wanted[index.positions[id(node)]] = node
         stack.extend(i for i in list(node.input) + sorted(graph.body_inputs(node)) if i)
     nodes = [wanted[k] for k in sorted(wanted)]
     const = set(index.initializers)
@@ -222,8 +221,7 @@ def _run_peak(model: Model, tensors, types: dict, base: int) -> tuple[int, int, 
         if node.op_type in ("Shape", "Size"):
             return 64
         ratio = 1.0
-        at = _CONV_WEIGHT.get(node.op_type)
-        w = index.initializers.get(node.input[at]) if at is not None and len(node.input) > at else None
+        w = index.initializers.get(weight_input(node)) if node.op_type in _CONV_OP_TYPES else None
         if w is not None and len(w.dims) >= 3 and min(w.dims) > 0:
             group = node_attr(node, "group", 1) or 1
             if node.op_type == "ConvTranspose":
@@ -307,13 +305,12 @@ def _estimate(model: Model, tensors, shape: tuple, other_feeds: dict | None = No
             "guessed": guessed}
 
 
-def _check_budget(model: Model, chosen, raw_conv: bool, shape: tuple, max_bytes, feeds=None,
+def _check_budget(model: Model, tensors, shape: tuple, max_bytes, feeds=None,
                   images: bool = False) -> None:
     """Refuse, before anything is computed, a call that would need more memory than the
     budget: the figure is :func:`_estimate`'s (the input, the maps, and the intermediate
-    tensors the sub-graph holds at once while it runs)."""
+    tensors the sub-graph holds at once while it runs) for fetching ``tensors``."""
     limit = memory_budget(max_bytes)
-    tensors = list(dict.fromkeys(_fetched(model, layer, raw_conv) for layer in chosen))
     est = _estimate(model, tensors, tuple(shape), feeds, images)
     if est["total"] <= limit:
         return
@@ -507,6 +504,8 @@ def feature_maps(model: Model, images, layers=None, *, preprocess=None, size=Non
         raise UnsupportedModelError(
             f"the model input '{inp.name}' has element type "
             f"{onnx.TensorProto.DataType.Name(inp.elem_type) if known else inp.elem_type}; onnxviz feeds float inputs")
+    tensors = [_fetched(model, layer, raw_conv) for layer in chosen]
+    unique = tuple(dict.fromkeys(tensors))
     rank = len(inp.shape)
     if isinstance(images, np.ndarray) and (images.ndim == rank or (not rank and images.ndim >= 4)):
         if preprocess is not None or size is not None:
@@ -514,7 +513,7 @@ def feature_maps(model: Model, images, layers=None, *, preprocess=None, size=Non
                              "as is; preprocess= and size= apply to images only (drop them)")
         x = _ready_tensor(model, images)
         extra = _other_feeds(model, feeds)
-        _check_budget(model, chosen, raw_conv, x.shape, max_bytes, extra)
+        _check_budget(model, unique, x.shape, max_bytes, extra)
     elif rank != 4:
         raise ImageError(
             f"the model input '{inp.name}' has shape {list(inp.shape)} (rank {rank}) and cannot "
@@ -526,11 +525,9 @@ def feature_maps(model: Model, images, layers=None, *, preprocess=None, size=Non
         channels = c_dim if isinstance(c_dim, int) and c_dim > 0 else 3
         n = len(images) if isinstance(images, (list, tuple)) else 1
         extra = _other_feeds(model, feeds)
-        _check_budget(model, chosen, raw_conv, (n, *hw, channels) if inp.layout == "NHWC" else (n, channels, *hw),
+        _check_budget(model, unique, (n, *hw, channels) if inp.layout == "NHWC" else (n, channels, *hw),
                       max_bytes, extra, images=True)
         x = prep.to_tensor(images, size=hw, layout=inp.layout, preset=preset, channels=channels, dtype=dtype)
-    tensors = [_fetched(model, layer, raw_conv) for layer in chosen]
-    unique = tuple(dict.fromkeys(tensors))
     sess = _session(model, unique)
     needed = [i.name for i in sess.get_inputs()]
     missing = [n for n in needed if n != inp.name and n not in extra]

@@ -168,6 +168,8 @@ def uint8_activations(model: onnx.ModelProto) -> onnx.ModelProto:
     to convert is returned as is (not copied).
     """
     graph = model.graph
+    if not any(n.op_type == "QuantizeLinear" for n in graph.node):  # a float model: nothing to do
+        return model
     inits = {t.name: t for t in graph.initializer}
     outputs = {o.name for o in graph.output} | _subgraph_inputs(graph)  # names to leave alone
     consumers: dict[str, list[int]] = {}

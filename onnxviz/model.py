@@ -177,6 +177,8 @@ class _Index:
                     self.consumers.setdefault(inp, []).append(node)
         self.outputs = {o.name for o in graph.output}
         self.inputs = [i for i in graph.input if i.name not in self.initializers]
+        self.positions = {id(n): k for k, n in enumerate(self.nodes)}  # graph order
+        self.meta: dict[str, bool] = {}  # _is_meta's answers, the same for every conv
 
     def is_constant(self, name: str) -> bool:
         if name in self.initializers:
@@ -189,6 +191,12 @@ class _Index:
         if len(users) != 1 or name in self.outputs:
             return None
         return users[0]
+
+
+def weight_input(node: onnx.NodeProto) -> str:
+    """The name of a conv node's weight input (``QLinearConv``: input 3, else 1), or ``''``."""
+    at = 3 if node.op_type == "QLinearConv" else 1
+    return node.input[at] if len(node.input) > at else ""
 
 
 def node_attr(node: onnx.NodeProto, name: str, default=None):
@@ -258,13 +266,14 @@ def _follow_qlinear(index: _Index, name: str) -> tuple[str, str]:
     return name, activation
 
 
-def _is_meta(index: _Index, name: str, cache: dict, depth: int = 0) -> bool:
+def _is_meta(index: _Index, name: str, depth: int = 0) -> bool:
     """Whether ``name``'s values are fixed once the input's *shape* is: made from constants
     (an initializer, a ``Constant``, the ``Reshape`` of an initializer that ``quantize_dynamic``
     writes for a bias), ``Shape``/``Size`` of any tensor and ``CastLike`` targets only (a shape
-    side branch, a constant cast to the conv output's type). ``cache`` is per graph."""
+    side branch, a constant cast to the conv output's type). Answers are kept in ``index.meta``."""
     if not name or index.is_constant(name):
         return True
+    cache = index.meta
     if name not in cache:
         node = index.producers.get(name)
         if node is None or depth >= 12 or not node.input or any(a.g.node or a.graphs for a in node.attribute):
@@ -272,9 +281,9 @@ def _is_meta(index: _Index, name: str, cache: dict, depth: int = 0) -> bool:
         elif node.op_type in ("Shape", "Size"):
             cache[name] = True
         elif node.op_type == "CastLike":
-            cache[name] = _is_meta(index, node.input[0], cache, depth + 1)
+            cache[name] = _is_meta(index, node.input[0], depth + 1)
         else:
-            cache[name] = all(_is_meta(index, i, cache, depth + 1) for i in node.input)
+            cache[name] = all(_is_meta(index, i, depth + 1) for i in node.input)
     return cache[name]
 
 
@@ -302,7 +311,7 @@ def _same_shape(index: _Index, entry: str, end: str, shapes: dict | None) -> boo
     return bool(a) and bool(b) and len(a) == len(b) and tuple(a[1:]) == tuple(b[1:])
 
 
-def _region(index: _Index, entry: str, meta: dict, shapes: dict | None):
+def _region(index: _Index, entry: str, shapes: dict | None):
     """The smallest elementwise region after ``entry``: ``(end, nodes)`` or ``None``.
 
     Nodes join in graph order while every input is ``entry``, a tensor of the region, or
@@ -315,9 +324,6 @@ def _region(index: _Index, entry: str, meta: dict, shapes: dict | None):
     """
     if entry in index.outputs:
         return None
-    position = getattr(index, "_positions", None)
-    if position is None:
-        position = index._positions = {id(n): i for i, n in enumerate(index.nodes)}
     inside, nodes, taken = [entry], [], set()
 
     def joins(node):
@@ -326,14 +332,14 @@ def _region(index: _Index, entry: str, meta: dict, shapes: dict | None):
             return False
         data = [i for i in node.input if i in inside]
         if node.op_type in _NORMS or node.op_type in ("Reshape", "QuantizeLinear", "DequantizeLinear"):
-            return data == [node.input[0]] and all(_is_meta(index, i, meta) for i in node.input[1:])
-        return bool(data) and all(i in inside or _is_meta(index, i, meta) for i in node.input)
+            return data == [node.input[0]] and all(_is_meta(index, i) for i in node.input[1:])
+        return bool(data) and all(i in inside or _is_meta(index, i) for i in node.input)
 
     while len(nodes) < _REGION_LIMIT:
         ready = [n for t in inside for n in _value_users(index, t) if id(n) not in taken and joins(n)]
         if not ready:
             return None
-        node = min(ready, key=lambda n: position[id(n)])
+        node = min(ready, key=lambda n: index.positions[id(n)])
         nodes.append(node)
         taken.add(id(node))
         inside.append(node.output[0])
@@ -444,9 +450,8 @@ def feature_tensor(index: _Index, conv_output: str, shapes: dict | None = None) 
             return conv_output, ""
         cur = scaling[1].output[0]
     names, activated = [], False
-    meta = index.__dict__.setdefault("_meta", {})  # per graph: the same for every conv
     for _ in range(_CHAIN_LIMIT):
-        region = _region(index, cur, meta, shapes)
+        region = _region(index, cur, shapes)
         if region is None:  # equal QDQ pairs, one per consumer, that do not converge: the first
             if _follow_qdq(index, cur) == cur:
                 break
@@ -569,13 +574,14 @@ def friendly_names(index: _Index, convs: list, metadata: dict) -> list[str]:
         mapping = {k: v for k, v in mapping.items() if isinstance(v, str)}  # names are text
     names: list[str | None] = []
     tf_scopes: list[str | None] = []
+    node_names = []
     for node, weight in convs:
-        name = mapping.get(node.name) or mapping.get(weight)
-        node_name = node.name
+        node_name, given = node.name, (node.name, weight)
         if node.op_type in ("QLinearConv", "ConvInteger"):  # onnxruntime.quantization's renames
             weight = re.sub(r"_quantized$", "", weight)
             node_name = re.sub(r"_quant$", "", node_name)
-        name = name or mapping.get(node_name) or mapping.get(weight)
+        node_names.append(node_name)
+        name = next((mapping[k] for k in (*given, node_name, weight) if k in mapping), None)
         if not name:
             name = _torch_weight_name(weight) or _dynamo_name(node) or _torchscript_name(node_name)
         names.append(name)
@@ -588,10 +594,8 @@ def friendly_names(index: _Index, convs: list, metadata: dict) -> list[str]:
         if scope:
             names[i] = re.sub(r"_\d+$", "", scope) if strip else scope
     out, seen = [], set()
-    for (node, _), name in zip(convs, names):
-        if not name and node.op_type in ("QLinearConv", "ConvInteger"):
-            name = re.sub(r"_quant$", "", node.name)
-        name = name or node.name or f"conv_{len(out)}"
+    for (node, _), node_name, name in zip(convs, node_names, names):
+        name = name or node_name or f"conv_{len(out)}"
         if name in seen:
             name = node.name if node.name and node.name not in seen else f"{name}#{len(out)}"
         seen.add(name)
@@ -710,8 +714,7 @@ class Model:
                 if not node.output[0]:
                     raise ModelError(f"the graph is broken: conv '{node.name}' ({node.op_type}) has an "
                                      "empty output name, so nothing can read what it computes")
-                w_at = 3 if node.op_type == "QLinearConv" else 1
-                convs.append((node, node.input[w_at] if len(node.input) > w_at else "", i))
+                convs.append((node, weight_input(node), i))
                 _check_conv_inputs(self._index, node, convs[-1][1])
         if not convs:
             ops = sorted({n.op_type for n in graph.node})

@@ -220,9 +220,6 @@ def dequantize(x, scale, zero_point, axis: int = 1) -> np.ndarray:
     return (levels * along_axis(scale)).astype(np.float32)
 
 
-_dequantize = dequantize
-
-
 def constant_value(model, name: str, _depth: int = 0) -> np.ndarray | None:
     """Fold the constant chain that produces tensor ``name``; ``None`` if it is not constant.
 
@@ -272,7 +269,7 @@ def _fold(model, name: str, _depth: int) -> np.ndarray | None:
         scale = value(1)
         if scale is None:
             return None
-        return _dequantize(x, scale, value(2), node_attr(node, "axis", 1))
+        return dequantize(x, scale, value(2), node_attr(node, "axis", 1))
     if op == "Transpose":
         perm = node_attr(node, "perm")
         return np.transpose(x, perm if perm is None else list(perm))
@@ -339,8 +336,7 @@ def conv_filters(model, layer) -> np.ndarray:
     """
     node = model._index.nodes[layer.node_index]
     ins = list(node.input)
-    w_index = 3 if layer.op == "QLinearConv" else 1
-    w_name = ins[w_index] if len(ins) > w_index else ""
+    w_name = layer.weight
     w = constant_value(model, w_name)
     if w is None:
         producer = model._index.producers.get(w_name)
@@ -354,7 +350,7 @@ def conv_filters(model, layer) -> np.ndarray:
         zp = constant_value(model, ins[5]) if len(ins) > 5 else None
         if scale is None:
             raise UnsupportedModelError(f"the weight scale of layer '{layer.name}' is not a constant")
-        w = _dequantize(w, scale, zp, 0)
+        w = dequantize(w, scale, zp, 0)
     elif layer.op == "ConvInteger":
         zp = constant_value(model, ins[3]) if len(ins) > 3 and ins[3] else None
         scale = convinteger_weight_scale(model, node, w.shape[0]) if w.ndim else None
@@ -364,7 +360,7 @@ def conv_filters(model, layer) -> np.ndarray:
                 "Cast → Mul by x_scale · w_scale with a constant w_scale after it); its filters are "
                 "integer levels w - zero_point, not dequantized weights", OnnxvizWarning, stacklevel=3)
             scale = np.float32(1.0)
-        w = _dequantize(w, scale, zp, 0)
+        w = dequantize(w, scale, zp, 0)
     w = np.ascontiguousarray(w, dtype=np.float32)
     if w.ndim < 3:
         raise ModelError(
