@@ -32,8 +32,8 @@ import warnings
 
 import numpy as np
 
-from .errors import ImageError, OnnxvizError, OnnxvizWarning, ResourceError
-from .model import Model, format_shape, load
+from .errors import ImageError, OnnxvizError, OnnxvizWarning, ResourceError, format_bytes, format_shape
+from .model import Model, load
 
 __all__ = ["check", "report_text"]
 
@@ -46,9 +46,9 @@ def _default_input(model: Model, max_bytes=None):
 
     The random tensor is refused before it is made (:class:`ResourceError`) when even the
     layer that needs the least memory would not fit the budget with it (the estimate of
-    :func:`onnxviz.features.feature_maps`); an input with no shape at all cannot get one.
+    :func:`onnxviz.budget.estimate`); an input with no shape at all cannot get one.
     """
-    from .features import _estimate, format_bytes, memory_budget
+    from .budget import estimate, memory_budget
 
     inp = model.input
     if inp is not None and not inp.shape:
@@ -59,7 +59,7 @@ def _default_input(model: Model, max_bytes=None):
         shape = [d if isinstance(d, int) and d > 0 else (1 if k == 0 else _RANDOM_SIDE)
                  for k, d in enumerate(inp.shape)]
         limit = memory_budget(max_bytes)
-        need, layer = min((_estimate(model, [layer.tensor], tuple(shape))["total"], layer.name)
+        need, layer = min((estimate(model, [layer.tensor], tuple(shape))["total"], layer.name)
                           for layer in model.layers)
         if need > limit:
             size = format_bytes(4 * math.prod(shape))

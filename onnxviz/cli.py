@@ -24,7 +24,7 @@ import warnings
 
 from . import __version__
 from .errors import OnnxvizError, OnnxvizWarning
-from .model import format_shape
+from .errors import format_shape
 
 __all__ = ["main"]
 
@@ -42,7 +42,7 @@ def _positive(text: str) -> int:
 
 
 def _size(text: str) -> int:
-    from .features import parse_size
+    from .budget import parse_size
 
     try:
         return parse_size(text)

@@ -65,3 +65,16 @@ def listing(names, limit: int = 20) -> str:
     if len(names) <= limit:
         return ", ".join(names)
     return ", ".join(names[:limit]) + f", … ({len(names)} in all)"
+
+
+def format_shape(shape) -> str:
+    """``(64, 3, 3, 3)`` → ``64×3×3×3``; ``?`` when unknown."""
+    return "×".join(str(d) for d in shape) if shape else "?"
+
+
+def format_bytes(n: int) -> str:
+    """``2147483648`` → ``2.0 GiB``."""
+    for unit, size in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n} bytes"

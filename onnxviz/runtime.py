@@ -28,7 +28,7 @@ os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 import onnxruntime as ort  # noqa: E402
 
 from .errors import ModelError
-from .weights import check_external
+from .graph.weights import check_external
 
 __all__ = ["session", "run", "providers"]
 

@@ -2,7 +2,7 @@
 
 Each case is a fresh process (``Model.feature_maps`` with the budget out of the way), measured
 with ``os.wait4`` from a small runner process (a child's ``ru_maxrss`` starts at its parent's
-peak on Linux); the estimate is :func:`onnxviz.features._estimate` for the same request.
+peak on Linux); the estimate is :func:`onnxviz.budget.estimate` for the same request.
 "base" is the peak of the same process on an 8×8 input: Python, numpy, onnx, onnxruntime,
 Pillow, the model and its session. Models (random weights, made in a temporary folder):
 
@@ -100,7 +100,7 @@ def main(argv=None) -> int:
     p.add_argument("--markdown", action="store_true")
     args = p.parse_args(argv)
     import onnxviz
-    from onnxviz import features
+    from onnxviz import budget
 
     with tempfile.TemporaryDirectory() as folder:
         paths = make_models(folder)
@@ -116,7 +116,7 @@ def main(argv=None) -> int:
             m = onnxviz.load(paths[kind])
             chosen = m.select(None if layers == "all" else [int(k) for k in layers.split(",")])
             shape = (batch, 1, side) if kind == "c1d" else (batch, 3, side, side)
-            est = features._estimate(m, [layer.tensor for layer in chosen], shape, images=kind == "vgg")["total"]
+            est = budget.estimate(m, [layer.tensor for layer in chosen], shape, images=kind == "vgg")["total"]
             peaks = sorted(run(kind, layers, side, batch))
             need = [q - base[kind] for q in peaks]
             rows.append((f"{kind} {'×'.join(map(str, shape))}, layers {layers}", est / MiB, peaks,

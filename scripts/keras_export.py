@@ -97,7 +97,7 @@ import numpy as np
 
 # onnxviz is installed with the export extra: its presets and protobuf varint are the ones used
 # here, so the self-check preprocesses exactly as onnxviz will.
-from onnxviz._wire import encode_varint as _varint
+from onnxviz.graph.wire import encode_varint as _varint
 from onnxviz.preprocess import PRESETS as PREPROCESS_PRESETS
 from onnxviz.preprocess import apply_preset
 CHANNEL_ORDERS = ("BGR", "RGB")

@@ -452,7 +452,7 @@ CASES = [
         ["features", w.model, w.image, "--layer", "b1c1", "-o", w.out],
         "this picture would be 98×98 = 9,604 pixels, over the limit of 5,000 (render.MAX_PIXELS); draw at "
         "most 2 (--max 2 on the command line, max=2 in Python)"),
-        patch=lambda mp: mp.setattr(render, "MAX_PIXELS", 5000)),
+        patch=lambda mp: mp.setattr(render.mosaic, "MAX_PIXELS", 5000)),
     # ---- output paths
     Case("output-folder-missing", lambda w: (
         ["features", w.model, w.image, "-o", w.root / "out" / "nope" / "maps.png"],

@@ -13,7 +13,7 @@ from PIL import Image
 
 import onnxviz
 from builders import Net, save, vgg_like
-from onnxviz import features, runtime
+from onnxviz import budget, runtime
 from onnxviz.cli import main
 
 MiB = 2**20
@@ -88,7 +88,7 @@ def test_the_estimate_is_the_peak_of_the_tensors_alive_at_once(tmp_path):
     c3, c4 = 32 * 256 * 256 * 4, 8 * 128 * 128 * 4
 
     def est(layers, n=1):
-        return features._estimate(m, [l.tensor for l in m.select(layers)], (n, 3, 512, 512), images=True)
+        return budget.estimate(m, [l.tensor for l in m.select(layers)], (n, 3, 512, 512), images=True)
 
     # c1 + its in-place Relu, then c2 beside it; the map of c4 is the output
     assert est([-1]) == {"total": in_b + 2 * big, "input": in_b, "maps": c4, "work": 2 * big - c4, "guessed": 0}
@@ -105,8 +105,8 @@ def test_the_estimate_is_the_peak_of_the_tensors_alive_at_once(tmp_path):
 def test_fixed_batch_counts_the_earlier_runs_outputs(tmp_path):
     _, model = vgg_like(metadata={"onnxviz.preprocess": "unit"})  # input 1×3×16×16: one image a run
     m = onnxviz.load(save(model, tmp_path / "v.onnx"))
-    one = features._estimate(m, [m.layer("b1c1").tensor], (1, 3, 16, 16), images=True)
-    three = features._estimate(m, [m.layer("b1c1").tensor], (3, 3, 16, 16), images=True)
+    one = budget.estimate(m, [m.layer("b1c1").tensor], (1, 3, 16, 16), images=True)
+    three = budget.estimate(m, [m.layer("b1c1").tensor], (3, 3, 16, 16), images=True)
     in_b, c1 = 3 * 16 * 16 * 4, 4 * 16 * 16 * 4
     assert one["total"] == in_b + 2 * c1
     # the run of the third image holds the first two's maps; then the three runs' maps are
@@ -131,7 +131,7 @@ def test_a_ready_tensor_within_the_budget_runs(tmp_path):
     m = onnxviz.load(conv1d(tmp_path))
     fm = m.feature_maps(np.ones((2, 1, 100), np.float32), [-1], max_bytes=2 * (100 * 4 + 2 * 64 * 100 * 4))
     assert fm[m.layers[-1].name].shape == (2, 64, 100)
-    assert features._estimate(m, [m.layers[-1].tensor], (2, 1, 100))["total"] == 2 * (100 * 4 + 2 * 64 * 100 * 4)
+    assert budget.estimate(m, [m.layers[-1].tensor], (2, 1, 100))["total"] == 2 * (100 * 4 + 2 * 64 * 100 * 4)
 
 
 def test_a_tensor_of_unknown_shape_is_counted_as_large_as_its_inputs(tmp_path, tripwire):
@@ -141,7 +141,7 @@ def test_a_tensor_of_unknown_shape_is_counted_as_large_as_its_inputs(tmp_path, t
     m = onnxviz.load(conv1d(tmp_path, mystery=True))
     x = np.zeros((1, 1, 1000), np.float32)
     in_b, big = 1000 * 4, 64 * 1000 * 4
-    e = features._estimate(m, [m.layers[-1].tensor], x.shape)
+    e = budget.estimate(m, [m.layers[-1].tensor], x.shape)
     # r1 and the guessed mystery output, then the guessed c2 beside it, then Relu's output copy
     assert e == {"total": in_b + 2 * big, "input": in_b, "maps": big, "work": big, "guessed": 3}
     with pytest.raises(onnxviz.ResourceError) as refused:
@@ -161,7 +161,7 @@ def test_without_shape_inference_every_tensor_is_guessed_from_the_input(tmp_path
         raise onnx.shape_inference.InferenceError("no")
 
     monkeypatch.setattr(onnx.shape_inference, "infer_shapes", fail)
-    e = features._estimate(m, [m.layer("b1c2").tensor], (1, 3, 16, 16))
+    e = budget.estimate(m, [m.layer("b1c2").tensor], (1, 3, 16, 16))
     in_b = 3 * 16 * 16 * 4
     c = in_b * 4 // 3  # conv 3→4: the input times its channel ratio; the Relus in place
     # b1c1 (guessed) beside b1c2 (guessed, 4→4), then b1c2's output copy beside its working buffer

@@ -10,7 +10,8 @@ from onnx import TensorProto, helper, numpy_helper
 import onnxviz
 from builders import Net, conv_ref, relu, save, vgg_like
 from conftest import assert_close, reference
-from onnxviz import graph, preprocess
+from onnxviz import preprocess
+from onnxviz.graph import rewrite as graph
 
 
 def _img(h=16, w=16, seed=0):

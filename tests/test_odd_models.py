@@ -40,13 +40,14 @@ def _model(nodes, inputs, inits, opset=OPSET):
 def _titles(monkeypatch):
     """Record the titles render draws (the title is text in the picture, not in the array)."""
     seen = []
-    original = render._titled
+    original = render.text.titled
 
     def titled(body, title, *a, **kw):
         seen.append(title)
         return original(body, title, *a, **kw)
 
-    monkeypatch.setattr(render, "_titled", titled)
+    for module in (render.mosaic, render.filters):  # every module that draws a title
+        monkeypatch.setattr(module, "titled", titled)
     return seen
 
 
@@ -338,10 +339,10 @@ def test_conv1d_pictures_come_from_the_arrays(tmp_path, monkeypatch):
     # filters: rows = filters, columns = input channels, each kernel a 1×k strip
     arr = np.asarray(render.filter_image(m, "c1"))
     k = 5
-    f = math.ceil(render._FILTER_CELL_PX / k)            # 8 px per weight along the strip
-    th, tw = f * math.ceil(render._STRIP_PX / f), k * f  # 16 × 40
+    f = math.ceil(render.mosaic.FILTER_CELL_PX / k)            # 8 px per weight along the strip
+    th, tw = f * math.ceil(render.mosaic.STRIP_PX / f), k * f  # 16 × 40
     levels = _levels(w1)                                 # one scale for the layer
-    top, left = render._TITLE_PX + 18, 34
+    top, left = render.text.TITLE_PX + 18, 34
     for o in range(4):
         for i in range(2):
             y0, x0 = top + o * (th + 3), left + i * (tw + 3)
@@ -353,12 +354,12 @@ def test_conv1d_pictures_come_from_the_arrays(tmp_path, monkeypatch):
     x = np.random.default_rng(2).standard_normal((1, 2, 30)).astype(np.float32)
     maps = m.feature_maps(x, "c1")["c1"]
     arr = np.asarray(render.feature_map_image(maps, "c1", spatial=1, labels=False, cmap="gray"))
-    wide = math.ceil(render._STRIP_MIN_W_PX / 30)
+    wide = math.ceil(render.mosaic._STRIP_MIN_W_PX / 30)
     levels = _levels(maps[0], axes=1)
-    s = render._STRIP_PX
-    assert arr.shape[0] == render._TITLE_PX + 4 * (s + 1) - 1
+    s = render.mosaic.STRIP_PX
+    assert arr.shape[0] == render.text.TITLE_PX + 4 * (s + 1) - 1
     for c in range(4):
-        y0 = render._TITLE_PX + c * (s + 1)
+        y0 = render.text.TITLE_PX + c * (s + 1)
         strip = arr[y0:y0 + s, :30 * wide, 0].astype(int)
         assert np.abs(strip - np.repeat(levels[c], wide)[None]).max() <= 1, c
         assert (arr[y0 + s, :30 * wide] == 255).all() if c < 3 else True  # a white gap between rows
@@ -468,8 +469,8 @@ def test_conv3d_layers_filters_maps_and_pictures(tmp_path, monkeypatch, capsys):
     levels = _levels(w)
     for depth, d in [(None, 1), (0, 0), (-1, 2)]:
         arr = np.asarray(render.filter_image(m, "c", depth=depth))
-        f = render._FILTER_CELL_PX // 3  # 12 px per weight
-        top, left = render._TITLE_PX + 18, 34
+        f = render.mosaic.FILTER_CELL_PX // 3  # 12 px per weight
+        top, left = render.text.TITLE_PX + 18, 34
         for o in range(4):
             for i in range(2):
                 y0, x0 = top + o * (3 * f + 3), left + i * (3 * f + 3)
@@ -482,10 +483,10 @@ def test_conv3d_layers_filters_maps_and_pictures(tmp_path, monkeypatch, capsys):
     # maps: the middle depth slice (2 of 0–4), each map on its own scale, 2×2 tiles of 48 px
     arr = np.asarray(render.feature_map_image(maps, "c", labels=False, cmap="gray"))
     levels = _levels(maps[0, :, 2], axes=(1, 2))
-    t = render._MIN_TILE_PX
+    t = render.mosaic._MIN_TILE_PX
     for c in range(4):
         r, q = divmod(c, 2)
-        y0, x0 = render._TITLE_PX + r * (t + 2), q * (t + 2)
+        y0, x0 = render.text.TITLE_PX + r * (t + 2), q * (t + 2)
         tile = arr[y0:y0 + t:6, x0:x0 + t:6, 0].astype(int)
         assert np.abs(tile - levels[c]).max() <= 1, c
     assert titles[-1] == "c: 4×5×8×8, depth slice 2 of 0–4 (the middle), first 4 of 4 maps, each map on its own scale"

@@ -15,7 +15,7 @@ from PIL import Image
 
 from builders import save, vgg_like
 from onnxviz import render
-from onnxviz._cmaps import builtin_lut
+from onnxviz.render.colormaps import builtin_lut
 
 
 @pytest.fixture
@@ -61,13 +61,13 @@ def test_stored_colour_tables_are_matplotlibs(name):
     expected = (matplotlib.colormaps[name](np.linspace(0.0, 1.0, 256))[:, :3] * 255 + 0.5).astype(np.uint8)
     np.testing.assert_array_equal(builtin_lut(name), expected)
     assert builtin_lut("magma") is None  # other maps still come from matplotlib
-    assert render._lut("magma").shape == (256, 3)
+    assert render.colormaps.lut("magma").shape == (256, 3)
 
 
 @pytest.mark.parametrize("shape", [(1, 1, 3), (5, 7, 3), (40, 33, 3)])
 def test_png_writer_round_trips(shape, tmp_path):
     rgb = np.random.default_rng(1).integers(0, 256, shape, dtype=np.uint8)
-    with Image.open(io.BytesIO(render._png_rgb(rgb))) as img:
+    with Image.open(io.BytesIO(render.png._png_rgb(rgb))) as img:
         assert img.mode == "RGB" and img.size == (shape[1], shape[0])
         np.testing.assert_array_equal(np.asarray(img), rgb)
     path = render.save_png(Image.fromarray(rgb), tmp_path / "x.png")
@@ -78,9 +78,9 @@ def test_png_writer_round_trips(shape, tmp_path):
 def test_gap_painting_matches_the_mask():
     r = np.random.default_rng(2)
     for n, th, tw in ((64, 50, 50), (512, 4, 4), (5, 7, 9), (1, 3, 3), (17, 3, 4)):
-        rows, cols = render._grid(n)
+        rows, cols = render.mosaic.grid(n)
         body = r.integers(0, 255, (rows * (th + 2) - 2, cols * (tw + 2) - 2, 3)).astype(np.uint8)
         expected = body.copy()
-        expected[render.mosaic(np.zeros((n, th, tw), bool), gap=2, fill=True)] = render._BACKGROUND
-        render._paint_gaps(body, n, th, tw, 2, render._BACKGROUND)
+        expected[render.mosaic.mosaic(np.zeros((n, th, tw), bool), gap=2, fill=True)] = render.colormaps.BACKGROUND
+        render.mosaic.paint_gaps(body, n, th, tw, 2, render.colormaps.BACKGROUND)
         np.testing.assert_array_equal(body, expected)

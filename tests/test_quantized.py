@@ -19,7 +19,8 @@ from onnx import TensorProto, helper, numpy_helper
 import onnxviz
 from builders import Net, save
 from conftest import reference
-from onnxviz import graph, runtime
+from onnxviz import runtime
+from onnxviz.graph import rewrite as graph
 from onnxviz.errors import OnnxvizWarning
 
 quantization = pytest.importorskip("onnxruntime.quantization")

@@ -10,7 +10,7 @@ from onnxviz import render
 
 def test_mosaic_places_tiles_row_by_row_with_gaps():
     tiles = np.arange(5 * 2 * 3, dtype=np.float32).reshape(5, 2, 3)
-    out = render.mosaic(tiles, gap=1)  # 5 tiles → 2 rows × 3 cols
+    out = render.mosaic.mosaic(tiles, gap=1)  # 5 tiles → 2 rows × 3 cols
     assert out.shape == (2 * 3 - 1, 3 * 4 - 1)
     np.testing.assert_array_equal(out[0:2, 0:3], tiles[0])
     np.testing.assert_array_equal(out[0:2, 4:7], tiles[1])
@@ -22,8 +22,8 @@ def test_feature_map_image_normalises_each_map_on_its_own():
     maps = np.stack([np.linspace(0, 1, 64).reshape(8, 8), np.linspace(0, 100, 64).reshape(8, 8)])[None]
     img = render.feature_map_image(maps, "x", labels=False, cmap="gray")
     arr = np.asarray(img)
-    top = render._TITLE_PX
-    tile = render._MIN_TILE_PX  # 8×8 maps are enlarged 6× to 48 px
+    top = render.text.TITLE_PX
+    tile = render.mosaic._MIN_TILE_PX  # 8×8 maps are enlarged 6× to 48 px
     a = arr[top:top + tile, 0:tile, 0]
     b = arr[top:top + tile, tile + 2:2 * tile + 2, 0]
     np.testing.assert_array_equal(a, b)  # both span the whole scale
@@ -34,7 +34,7 @@ def test_feature_map_image_normalises_each_map_on_its_own():
 
 def test_constant_map_is_drawn_at_zero_not_nan():
     img = render.feature_map_image(np.ones((1, 2, 8, 8), np.float32), labels=False, cmap="gray")
-    assert np.asarray(img)[render._TITLE_PX + 5, 5, 0] == 0
+    assert np.asarray(img)[render.text.TITLE_PX + 5, 5, 0] == 0
 
 
 def test_rgb_filters_follow_the_models_channel_order():
@@ -42,7 +42,7 @@ def test_rgb_filters_follow_the_models_channel_order():
     f[0, 0] = 1.0  # channel 0 is hot: blue for a BGR (caffe) model, red for an RGB one
     for order, expected in [("BGR", (0, 0, 255)), ("RGB", (255, 0, 0))]:
         arr = np.asarray(render.filter_image(f, "c", rgb=True, channel_order=order))
-        assert tuple(arr[render._TITLE_PX + 2, 2]) == expected
+        assert tuple(arr[render.text.TITLE_PX + 2, 2]) == expected
 
 
 def test_figures_and_pngs(vgg, tmp_path):
@@ -77,12 +77,12 @@ def test_non_2d_and_bad_arguments():
         render.feature_map_image(np.full((1, 2, 4, 4), "a"), "x")
     with pytest.raises(onnxviz.OnnxvizError, match="rgb=True needs filters with 3 input channels; layer 'x' has 4"):
         render.filter_image(np.zeros((2, 4, 3, 3), np.float32), "x", rgb=True)
-    old, render.MAX_PIXELS = render.MAX_PIXELS, 5000  # 1-D strips: refused before they are built
+    old, render.mosaic.MAX_PIXELS = render.mosaic.MAX_PIXELS, 5000  # 1-D strips: refused before they are built
     try:
         with pytest.raises(onnxviz.ResourceError, match=r"this picture would be 1000×51 = 51,000 pixels, over "
                            r"the limit of 5,000 \(render.MAX_PIXELS\); even one tile of 12×1000 is over it"):
             render.feature_map_image(np.zeros((1, 4, 1000), np.float32), spatial=1)
     finally:
-        render.MAX_PIXELS = old
+        render.mosaic.MAX_PIXELS = old
     with pytest.raises(onnxviz.ModelError, match="a model path must be a str or os.PathLike, not NoneType"):
         onnxviz.load(None)

@@ -135,7 +135,7 @@ def test_depthwise_conv_transpose_and_qlinearconv_shapes(tmp_path):
 
 def test_read_tensor_external_types_and_truncation(tmp_path):
     """External tensors: plain numeric types are read straight into an array, others via onnx."""
-    from onnxviz.weights import read_tensor
+    from onnxviz.graph.weights import read_tensor
 
     r = np.random.default_rng(5)
     arrays = [r.standard_normal((3, 4)).astype(np.float32), r.standard_normal(5).astype(np.float16),

@@ -1,6 +1,6 @@
 """Colour tables for the default colour maps, so that drawing needs no matplotlib import.
 
-``_lut`` in :mod:`onnxviz.render` turns a colour map into 256 uint8 RGB entries,
+:func:`lut` turns a colour map into 256 uint8 RGB entries,
 ``(cmap(linspace(0, 1, 256))[:, :3] * 255 + 0.5).astype(uint8)``. For the two maps onnxviz
 uses by default that table is stored here (made with matplotlib 3.11.2; a test
 checks it against matplotlib), which saves importing matplotlib (~0.1 s) in every
@@ -10,6 +10,12 @@ checks it against matplotlib), which saves importing matplotlib (~0.1 s) in ever
 from __future__ import annotations
 
 import numpy as np
+
+from ..errors import OnnxvizError
+
+__all__ = ["lut", "colour", "builtin_lut", "BACKGROUND"]
+
+BACKGROUND = (255, 255, 255)
 
 _VIRIDIS_HEX = (
     "44015444025645045745055946075a46085c460a5d460b5e470d60470e61471063471164471365481467481668481769"
@@ -38,3 +44,35 @@ def builtin_lut(name: str) -> np.ndarray | None:
     if name == "viridis":
         return np.frombuffer(bytes.fromhex(_VIRIDIS_HEX), dtype=np.uint8).reshape(256, 3).copy()
     return None
+
+
+_LUTS: dict[str, np.ndarray] = {}
+
+
+def lut(cmap: str) -> np.ndarray:
+    if cmap not in _LUTS:
+        table = builtin_lut(cmap)  # gray and viridis are stored: no matplotlib import (~0.1 s)
+        if table is not None:
+            _LUTS[cmap] = table
+            return table
+        import matplotlib
+
+        try:
+            cm = matplotlib.colormaps[cmap]
+        except KeyError:
+            raise OnnxvizError(f"unknown colour map '{cmap}'; try gray, viridis, magma, inferno") from None
+        _LUTS[cmap] = (cm(np.linspace(0.0, 1.0, 256))[:, :3] * 255 + 0.5).astype(np.uint8)
+    return _LUTS[cmap]
+
+
+def colour(values01: np.ndarray, cmap: str) -> np.ndarray:
+    """``[0, 1]`` values (NaN = background) → uint8 RGB through a 256-entry colour map."""
+    nan = np.isnan(values01)
+    idx = np.clip(np.nan_to_num(values01, nan=0.0) * 255 + 0.5, 0, 255).astype(np.uint8)
+    rgb = lut(cmap)[idx]
+    rgb[nan] = BACKGROUND
+    return rgb
+
+
+# ------------------------------------------------------------------ text
+

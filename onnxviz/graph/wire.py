@@ -21,7 +21,7 @@ import stat
 import onnx
 from google.protobuf.message import DecodeError
 
-from .errors import ModelError
+from ..errors import ModelError
 
 INLINE_LIMIT = 4096  # smaller raw_data stays in the proto
 

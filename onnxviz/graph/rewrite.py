@@ -28,7 +28,8 @@ import onnx
 import onnx.utils
 from onnx import numpy_helper
 
-from .errors import LayerError
+from ..errors import LayerError
+from .index import body_inputs
 
 __all__ = ["expose", "prune", "uint8_activations", "sub_model"]
 
@@ -132,17 +133,6 @@ def _int8_zero_point(node: onnx.NodeProto, initializers: dict) -> onnx.TensorPro
     if t is None or t.data_type != onnx.TensorProto.INT8 or t.data_location == onnx.TensorProto.EXTERNAL:
         return None
     return t
-
-
-def body_inputs(node: onnx.NodeProto) -> set:
-    """Names read inside the If/Loop/Scan bodies of ``node``, at any depth."""
-    names = set()
-    for a in node.attribute:
-        for body in ([a.g] if a.HasField("g") else []) + list(a.graphs):
-            for inner in body.node:
-                names.update(inner.input)
-                names |= body_inputs(inner)
-    return names
 
 
 def _subgraph_inputs(graph: onnx.GraphProto) -> set:

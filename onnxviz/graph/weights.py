@@ -9,13 +9,13 @@ tensors on the chain; :func:`conv_filters` applies it to a layer.
 
 >>> import onnxviz
 >>> m = onnxviz.load("models/vgg16.onnx")                  # doctest: +SKIP
->>> conv_filters(m, m.layer("block1_conv1")).shape         # doctest: +SKIP
+>>> conv_filters(m._index, m.layer("block1_conv1")).shape         # doctest: +SKIP
 (64, 3, 3, 3)
 
 Quantized convs: ``QLinearConv`` weights are dequantized with the node's own ``w_scale`` and
 ``w_zero_point`` (inputs 4 and 5, per tensor or per output channel). A ``ConvInteger`` carries
 no scale: ``quantize_dynamic`` multiplies its output by ``x_scale · w_scale`` after a
-``Cast`` (see :func:`onnxviz.model.convinteger_scaling`); the constant factor of that product
+``Cast`` (see :func:`onnxviz.graph.chain.convinteger_scaling`); the constant factor of that product
 is the weight scale (a per-channel one is laid along axis 0). When no such factor can be
 found, the filters are ``w - zero_point`` (integer levels) and an :class:`OnnxvizWarning`
 says so.
@@ -33,8 +33,9 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from .errors import ModelError, OnnxvizWarning, UnsupportedModelError
-from .model import convinteger_scaling, node_attr
+from ..errors import ModelError, OnnxvizWarning, UnsupportedModelError
+from .chain import convinteger_scaling
+from .index import Index, node_attr
 
 _MAX_DEPTH = 16
 
@@ -220,15 +221,15 @@ def dequantize(x, scale, zero_point, axis: int = 1) -> np.ndarray:
     return (levels * along_axis(scale)).astype(np.float32)
 
 
-def constant_value(model, name: str, _depth: int = 0) -> np.ndarray | None:
+def constant_value(index: Index, name: str, _depth: int = 0) -> np.ndarray | None:
     """Fold the constant chain that produces tensor ``name``; ``None`` if it is not constant.
 
-    ``model`` is an :class:`onnxviz.Model` (its typed lookups are used, built once at load).
+    ``index``: the graph's :class:`~onnxviz.graph.index.Index` (its ``base_dir`` is where external data is read).
     A chain that cannot be folded (a ``Transpose`` whose ``perm`` does not fit, a ``Cast`` to
     no type, shapes that do not broadcast, …) raises :class:`ModelError`.
     """
     try:
-        return _fold(model, name, _depth)
+        return _fold(index, name, _depth)
     except (ValueError, TypeError, IndexError, KeyError, ZeroDivisionError, OverflowError) as e:
         if _depth:  # said once, by the outermost call
             raise
@@ -236,25 +237,25 @@ def constant_value(model, name: str, _depth: int = 0) -> np.ndarray | None:
                          f"{type(e).__name__}: {e}") from None
 
 
-def _fold(model, name: str, _depth: int) -> np.ndarray | None:
+def _fold(index: Index, name: str, _depth: int) -> np.ndarray | None:
     if not name or _depth > _MAX_DEPTH:
         return None
-    init = model._index.initializers.get(name)
+    init = index.initializers.get(name)
     if init is not None:
-        return read_tensor(init, model.base_dir)
-    node = model._index.producers.get(name)
+        return read_tensor(init, index.base_dir)
+    node = index.producers.get(name)
     if node is None:
         return None
     op = node.op_type
     ins = list(node.input)
 
     def value(i):
-        return constant_value(model, ins[i], _depth + 1) if len(ins) > i and ins[i] else None
+        return constant_value(index, ins[i], _depth + 1) if len(ins) > i and ins[i] else None
 
     if op == "Constant":
         for a in node.attribute:
             if a.name == "value":
-                return read_tensor(a.t, model.base_dir)
+                return read_tensor(a.t, index.base_dir)
             if a.name in ("value_float", "value_floats", "value_int", "value_ints"):
                 return np.asarray(onnx.helper.get_attribute_value(a))
         return None
@@ -301,15 +302,14 @@ def _input_scale(index, name: str) -> str | None:
     return None
 
 
-def convinteger_weight_scale(model, node: onnx.NodeProto, out_channels: int) -> np.ndarray | None:
+def convinteger_weight_scale(index: Index, node: onnx.NodeProto, out_channels: int) -> np.ndarray | None:
     """The weight scale of a ``ConvInteger`` (a scalar or ``(O,)``), from the graph, or ``None``.
 
     Found as the constant factor of ``Mul(x_scale, w_scale)`` that scales the conv's output
-    (:func:`onnxviz.model.convinteger_scaling`); the factor that is the input's own scale
+    (:func:`onnxviz.graph.chain.convinteger_scaling`); the factor that is the input's own scale
     (an output of the ``DynamicQuantizeLinear`` / input of the ``QuantizeLinear`` that
     feeds the conv) is never taken.
     """
-    index = model._index
     scaling = convinteger_scaling(index, node.output[0])
     if scaling is None:
         return None
@@ -319,7 +319,7 @@ def convinteger_weight_scale(model, node: onnx.NodeProto, out_channels: int) -> 
     if product is None or product.op_type != "Mul" or len(product.input) != 2:
         return None  # one fused constant (x_scale · w_scale): the weight scale alone is unknown
     x_scale = _input_scale(index, node.input[0])
-    found = [v for v in (constant_value(model, f) for f in product.input if f != x_scale) if v is not None]
+    found = [v for v in (constant_value(index, f) for f in product.input if f != x_scale) if v is not None]
     if len(found) != 1 or not np.issubdtype(found[0].dtype, np.floating):
         return None
     scale = np.asarray(found[0], dtype=np.float32).reshape(-1)
@@ -328,32 +328,32 @@ def convinteger_weight_scale(model, node: onnx.NodeProto, out_channels: int) -> 
     return scale if scale.size == out_channels else None
 
 
-def conv_filters(model, layer) -> np.ndarray:
+def conv_filters(index: Index, layer) -> np.ndarray:
     """Float32 filters of ``layer`` as stored in ONNX: ``(O, I/group, *kernel)``.
 
     For ``ConvTranspose`` that is ONNX's ``(C_in, C_out/group, *kernel)``. Quantized convs
     give ``(q - zero_point) · scale`` (see the module docstring for where the scale is found).
     """
-    node = model._index.nodes[layer.node_index]
+    node = index.nodes[layer.node_index]
     ins = list(node.input)
     w_name = layer.weight
-    w = constant_value(model, w_name)
+    w = constant_value(index, w_name)
     if w is None:
-        producer = model._index.producers.get(w_name)
+        producer = index.producers.get(w_name)
         how = f"by a {producer.op_type} node '{producer.name}'" if producer is not None else "at run time"
         raise UnsupportedModelError(
             f"the weights of layer '{layer.name}' ('{w_name}') are computed {how}, not stored "
             "as a constant; onnxviz reads constant weights only"
         )
     if layer.op == "QLinearConv":
-        scale = constant_value(model, ins[4]) if len(ins) > 4 else None
-        zp = constant_value(model, ins[5]) if len(ins) > 5 else None
+        scale = constant_value(index, ins[4]) if len(ins) > 4 else None
+        zp = constant_value(index, ins[5]) if len(ins) > 5 else None
         if scale is None:
             raise UnsupportedModelError(f"the weight scale of layer '{layer.name}' is not a constant")
         w = dequantize(w, scale, zp, 0)
     elif layer.op == "ConvInteger":
-        zp = constant_value(model, ins[3]) if len(ins) > 3 and ins[3] else None
-        scale = convinteger_weight_scale(model, node, w.shape[0]) if w.ndim else None
+        zp = constant_value(index, ins[3]) if len(ins) > 3 and ins[3] else None
+        scale = convinteger_weight_scale(index, node, w.shape[0]) if w.ndim else None
         if scale is None:
             warnings.warn(
                 f"layer '{layer.name}' is a ConvInteger whose weight scale is not in the graph (no "
