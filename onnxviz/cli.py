@@ -67,6 +67,8 @@ def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                         help="show the full traceback of an error")
+    common.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                        help="no progress bar on stderr")
     p = argparse.ArgumentParser(
         prog="onnxviz", parents=[common],
         description="See the filters and feature maps of any ONNX convolutional network.")
@@ -286,29 +288,52 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as e:  # argparse exits 2 on bad usage and 0 on --help/--version
         return int(e.code or 0)
     debug = getattr(args, "debug", False)
-    with warnings.catch_warnings(record=True) as caught:
+    seen: set[str] = set()
+
+    def show(message, category, *_args, **_kw):
+        """Warnings are printed as they happen, each once: always before a failure's error line."""
+        if issubclass(category, OnnxvizWarning) and str(message) not in seen:
+            seen.add(str(message))
+            print(f"warning: {message}", file=sys.stderr)
+
+    with warnings.catch_warnings():
         warnings.simplefilter("always", OnnxvizWarning)
+        warnings.showwarning = show
         try:
-            code = _COMMANDS[args.command](args)
+            return _COMMANDS[args.command](args)
         except OnnxvizError as e:
             if debug:
                 raise
-            code = _error(str(e))
+            return _error(str(e))
         except KeyboardInterrupt:
-            code = _error("interrupted")
+            return _error("interrupted")
         except MemoryError:
             if debug:
                 raise
-            code = _error("out of memory; try fewer layers, a smaller --size or a smaller batch")
+            return _error("out of memory; try fewer layers, a smaller --size or a smaller batch")
         except Exception as e:  # a bug of ours: still one line, the traceback with --debug
             if debug:
                 raise
-            code = _error(f"internal error: {type(e).__name__}: {' '.join(str(e).split())} "
+            return _error(f"internal error: {type(e).__name__}: {' '.join(str(e).split())} "
                           "(run with --debug for the traceback)")
-    for w in caught:
-        if issubclass(w.category, OnnxvizWarning):
-            print(f"warning: {w.message}", file=sys.stderr)
-    return code
+
+
+def progress(args, total: int, desc: str, unit: str = "it"):
+    """A progress callback for long library calls: ``callback(done)`` with ``done`` counting up to
+    ``total``; a tqdm bar on stderr, or ``None`` (no bar) with ``--quiet`` or when stderr is not
+    a terminal. The library takes it as ``progress=`` and never draws anything itself."""
+    if getattr(args, "quiet", False) or not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, leave=False, delay=2.0)
+
+    def update(done: int) -> None:
+        bar.update(done - bar.n)
+        if done >= total:
+            bar.close()
+
+    return update
 
 
 def _error(message: str) -> int:

@@ -116,3 +116,21 @@ def test_runs_without_tensorflow_or_torch(vgg, image, tmp_path):
     assert res.stdout.strip().endswith("ok")
     res = subprocess.run([sys.executable, "-m", "onnxviz", "summary", str(vgg[1])], capture_output=True, text=True)
     assert res.returncode == 0 and "b2c1" in res.stdout
+
+
+def test_a_failure_prints_its_warnings_first_and_its_error_last(tmp_path, capsys):
+    """A model without preprocessing metadata warns; a bad image then fails: the error is the
+    last line, after the warning, and the warning is printed once."""
+    net = Net((1, 3, 16, 16))
+    net.conv(3, 4, name="c1"); net.act()
+    path = save(net.model(), tmp_path / "m.onnx")
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not a png at all")
+    code, out, err = run(["features", path, bad, "-o", tmp_path / "o.png"], capsys)
+    lines = err.splitlines()
+    assert code == 1 and out == ""
+    assert lines[-1].startswith("error: ") and f"'{bad}'" in lines[-1]
+    assert [l for l in lines if l.startswith("warning: ")] == [
+        "warning: model has no 'onnxviz.preprocess' metadata; feeding raw 0-255 pixels (choose a "
+        "preset: caffe, torch, tf, unit, raw)"]
+    assert lines.index(lines[-1]) > 0 and lines[0].startswith("warning: ")
