@@ -138,11 +138,13 @@ def _targets(args, model, names: list[str]) -> dict[str, str]:
 
 
 def _write(pictures: list) -> None:
-    """Write ``(path, picture, note)`` PNGs all at once: all of them, or (on a failure) none."""
+    """Write ``(path, draw, note)`` PNGs all at once (``draw()`` makes the picture; they are
+    drawn and encoded side by side): all of them, or (on a failure) none."""
     from .output import write_all
-    from .render import png_bytes
+    from .render import png_all
 
-    written = write_all({path: png_bytes(picture) for path, picture, _ in pictures})
+    data = png_all(draw for _, draw, _ in pictures)
+    written = write_all({path: png for (path, _, _), png in zip(pictures, data)})
     for path, (_, _, note) in zip(written, pictures):
         print(f"wrote {path}  ({note})")
 
@@ -156,7 +158,7 @@ def _filters(args) -> int:
     model = load(args.model)
     layers = model.select(args.layer if args.layer else [0])
     paths = _targets(args, model, [l.name for l in layers])
-    _write([(paths[l.name], filter_image(model, l, max=args.max, rgb=args.rgb),
+    _write([(paths[l.name], lambda l=l: filter_image(model, l, max=args.max, rgb=args.rgb),
              f"{l.name}: filters {format_shape(l.filter_shape)}") for l in layers])
     return 0
 
@@ -244,7 +246,8 @@ def _features(args) -> int:
     maps = model.feature_maps(source, layers, preprocess=args.preprocess,
                               size=tuple(args.size) if args.size else None, raw_conv=args.raw_conv,
                               feeds=_feeds(args.feed), max_bytes=args.max_memory)
-    _write([(paths[name], feature_map_image(fm, name, max=args.max, shared=args.shared, spatial=fm.ndim - 2),
+    _write([(paths[name], lambda fm=fm, name=name: feature_map_image(fm, name, max=args.max, shared=args.shared,
+                                                                       spatial=fm.ndim - 2),
              f"{name}: {format_shape(fm.shape[1:])}") for name, fm in maps.items()])
     return 0
 

@@ -17,7 +17,7 @@ same pixels.
 
 from .filters import filter_image, model_channel_order, plot_filters
 from .mosaic import MAX_PIXELS, feature_map_image, plot_feature_maps
-from .png import png_bytes, save_png, to_figure
+from .png import png_all, png_bytes, save_png, to_figure
 
 __all__ = ["filter_image", "feature_map_image", "plot_filters", "plot_feature_maps",
-           "save_png", "png_bytes", "to_figure", "model_channel_order", "MAX_PIXELS"]
+           "save_png", "png_bytes", "png_all", "to_figure", "model_channel_order", "MAX_PIXELS"]
