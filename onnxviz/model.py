@@ -153,7 +153,7 @@ class Model:
                 "blocked while their dims still say OIHW; save it with graph optimisation level "
                 "'extended' or lower, or use the original export"
             )
-        self._index = Index(graph, self.base_dir)
+        self._index = Index(graph, self.base_dir, proto.opset_import)
         convs = []
         for i, node in enumerate(self._index.nodes):
             if is_conv(node):
@@ -224,7 +224,8 @@ class Model:
         if weight in shapes and all(isinstance(d, int) for d in shapes[weight]):
             return tuple(shapes[weight])
         try:
-            value = constant_value(self._index, weight)  # a Constant/Cast/DQ chain: fold it (small)
+            # A Constant/Cast/DQ chain, in numpy; never a fold at load (filters() folds, when asked)
+            value = constant_value(self._index, weight, fold=False)
         except ModelError:
             value = None
         return tuple(value.shape) if value is not None else ()
