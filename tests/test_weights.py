@@ -64,19 +64,6 @@ def test_transpose_and_reshape_of_a_constant(tmp_path):
     np.testing.assert_array_equal(_model_with_weight_chain(tmp_path, chain).filters(0), W)
 
 
-def test_weights_that_depend_on_an_input_are_refused(tmp_path):
-    net = Net((1, 3, 8, 8))
-    gain = net.node("ReduceMean", ["input"], name="mean", keepdims=0)  # known only at run time
-    w = net.node("Mul", [net.init("w", W), gain], name="scale")
-    net.cur = net.node("Conv", ["input", w], name="c", pads=[1, 1, 1, 1])
-    m = onnxviz.load(save(net.model(), tmp_path / "m.onnx"))
-    with pytest.raises(onnxviz.UnsupportedModelError) as e:
-        m.filters(0)
-    assert str(e.value) == ("the weights of layer 'c' ('scale_out') depend on graph input 'input' (read by "
-                            "ReduceMean node 'mean'), so they exist only at run time; onnxviz shows weights "
-                            "stored in the file or computed from constants alone")
-
-
 def test_external_data_reads_only_the_tensor_asked_for(tmp_path):
     net = Net((1, 3, 8, 8))
     net.conv(3, 8, name="a"); net.act()

@@ -111,3 +111,22 @@ def test_summary_and_check_show_the_names(zoo, capsys):
     assert [r.split()[1] for r in out[:-1] if re.match(r"\d+ ", r)] == [l.name for l in m.layers]
     assert out[-1] == f"{len(m.layers)} of {len(m.layers)} layers fully supported (filters and feature maps " \
                       "computed and drawn)"
+
+
+def test_an_fp16_conversion_keeps_names_and_filters(tmp_path):
+    """The Model Zoo's SqueezeNet 1.0 fp16 was made so: onnxconverter-common on the Caffe2 export.
+    Its value_info still says float32, so the model's own shape inference fails: the weights'
+    shapes come from their ConstantOfShape sub-graphs alone."""
+    from onnxconverter_common import float16
+
+    half = float16.convert_float_to_float16(onnx.load(_path("squeezenet")), keep_io_types=True)
+    path = tmp_path / "squeezenet_fp16.onnx"
+    onnx.save(half, str(path))
+    m = onnxviz.load(path)
+    assert [l.name for l in m.layers][:3] == FIRST_THREE["squeezenet"]
+    weights = [l.weight for l in m.layers]
+    sub = onnx.utils.Extractor(half).extract_model([], weights)
+    expected = ort.InferenceSession(sub.SerializeToString(), providers=["CPUExecutionProvider"]).run(weights, {})
+    for layer, w in zip(m.layers, expected):
+        assert w.dtype == np.float16 and layer.filter_shape == w.shape
+        np.testing.assert_array_equal(m.filters(layer), w.astype(np.float32))

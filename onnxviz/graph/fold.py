@@ -10,21 +10,26 @@ take more than :data:`MAX_FOLD_BYTES`, and runs it with :class:`onnx.reference.R
 The result is kept in the :class:`~onnxviz.graph.index.Index` (up to :data:`CACHE_BYTES`), so
 a weight is folded once however often it is asked for.
 
+>>> import onnxviz
 >>> from onnxviz.graph.fold import fold, runtime_dependency
->>> m = onnxviz.load(".../onnx/backend/test/data/light/light_vgg19.onnx")   # doctest: +SKIP
->>> fold(m._index, "conv1_1_w_0", read).shape        # ConstantOfShape(conv1_1_w_0__SHAPE)  # doctest: +SKIP
+>>> from onnxviz.graph.weights import read_tensor
+>>> m = onnxviz.load(".../onnx/backend/test/data/light/light_vgg19.onnx")     # doctest: +SKIP
+>>> read = lambda t: read_tensor(m._index.initializers[t], m._index.base_dir)   # doctest: +SKIP
+>>> fold(m._index, "conv1_1_w_0", read).shape     # ConstantOfShape(conv1_1_w_0__SHAPE)  # doctest: +SKIP
 (64, 3, 3, 3)
->>> runtime_dependency(m._index, "r0")               # a conv output: made from the image  # doctest: +SKIP
+>>> runtime_dependency(m._index, "r0")            # a conv output: made from the image   # doctest: +SKIP
 "graph input 'data_0' (read by Conv node 'n0')"
 
 The reference evaluator, not onnxruntime: it is onnx's own, runs a sub-graph of any opset
 without a session, and on these folds is as fast (the time is numpy's); BENCHMARKS.md,
 "Computed weights", has the figures.
 
-Known limits: a tensor whose shape onnx's inference cannot give even once its inputs are
-known (``NonZero``, ``Unique``, a ``Loop`` of unknown trip count) cannot be bounded, and so
-is refused; ops outside the ai.onnx domain are not folded (the reference evaluator does not
-know com.microsoft's); random ops (``RandomNormal``, …) are not constants.
+Known limits: ``Shape`` of a tensor with any symbolic dim is not a constant, even where only
+its static dims are used (``Gather(Shape(x), 1)`` on an ``N×3×H×W`` input); a tensor whose
+shape onnx's inference cannot give even once its inputs are known (``NonZero``, ``Unique``,
+a ``Loop`` of unknown trip count) cannot be bounded, and so is refused; ops outside the
+ai.onnx domain are not folded (the reference evaluator does not know com.microsoft's);
+random ops (``RandomNormal``, …) are not constants; model-local functions are not folded.
 """
 
 from __future__ import annotations
@@ -39,17 +44,22 @@ from onnx import helper, numpy_helper
 from ..errors import ModelError, UnsupportedModelError, format_bytes
 from .index import Index, body_inputs, dims
 
-__all__ = ["fold", "runtime_dependency", "MAX_FOLD_BYTES", "CACHE_BYTES"]
+__all__ = ["fold", "fold_shape", "runtime_dependency", "static_shapes", "FoldError", "MAX_FOLD_BYTES", "CACHE_BYTES"]
 
 #: A fold whose tensors (its constant inputs, every intermediate and the result, all held at
 #: once as the reference evaluator does) would take more than this is refused before it runs.
 MAX_FOLD_BYTES = 1 << 30
-#: Folded tensors kept per model; past this, the oldest are dropped (and folded again if asked).
+#: Folded tensors kept per model; past this, the oldest are dropped (and folded again if asked),
+#: and a larger one is not kept at all (keeping it would cost a copy of it: see :func:`fold`).
 CACHE_BYTES = 256 << 20
 #: Ops whose output changes from run to run: never constants.
 RANDOM_OPS = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike",
               "Multinomial", "Bernoulli"}
 _SMALL = 1 << 16  # constant inputs up to this many bytes are given to shape inference by value
+
+
+class FoldError(UnsupportedModelError):
+    """A tensor made from constants that onnxviz does not fold: over the bound, or not sizable."""
 
 
 class _NotConstant(Exception):
@@ -120,11 +130,11 @@ def static_shapes(index: Index) -> dict:
     if index.static is None:
         proto = helper.make_model(index.graph, opset_imports=index.opset_import)
         try:
-            inferred = onnx.shape_inference.infer_shapes(proto, strict_mode=False, data_prop=True).graph
-        except Exception:  # best effort: then no Shape node is folded
-            inferred = index.graph
-        index.static = {vi.name: dims(vi) for vi in [*inferred.value_info, *inferred.input, *inferred.output]
-                        if vi.type.tensor_type.HasField("shape")}
+            g = onnx.shape_inference.infer_shapes(proto, strict_mode=False, data_prop=True).graph
+            found = [*g.value_info, *g.input, *g.output]
+        except Exception:  # best effort: then only the inputs' declared shapes (not stale value_info)
+            found = list(index.graph.input)
+        index.static = {vi.name: dims(vi) for vi in found if vi.type.tensor_type.HasField("shape")}
     return index.static
 
 
@@ -142,9 +152,11 @@ def fold(index: Index, name: str, read: Callable[[str], np.ndarray], max_bytes: 
     """The value of ``name`` if it is computed from constants alone, else ``None``.
 
     ``read(tensor)`` gives an initializer's or ``Constant``'s value (read from disk only then).
-    Raises :class:`UnsupportedModelError` when the fold would need more than ``max_bytes``
-    (default :data:`MAX_FOLD_BYTES`) or cannot be sized, :class:`ModelError` when the reference
-    evaluator fails on it. The value is cached in ``index.folded``; a copy is returned.
+    Raises :class:`FoldError` when the fold would need more than ``max_bytes`` (default
+    :data:`MAX_FOLD_BYTES`) or cannot be sized, :class:`ModelError` when the graph is wrong
+    (shape inference or the reference evaluator fails on it). The value is cached in
+    ``index.folded`` (a copy is returned), unless it is larger than :data:`CACHE_BYTES`: then
+    it is folded again if asked again.
     """
     if name in index.folded:
         index.folded.move_to_end(name)
@@ -154,16 +166,29 @@ def fold(index: Index, name: str, read: Callable[[str], np.ndarray], max_bytes: 
     except _NotConstant:
         return None
     value = _Fold(index, cone, name, read, MAX_FOLD_BYTES if max_bytes is None else max_bytes).run()
-    _remember(index, name, value)
-    return value.copy()
+    return _remember(index, name, value)
 
 
-def _remember(index: Index, name: str, value: np.ndarray) -> None:
+def fold_shape(index: Index, name: str, read: Callable[[str], np.ndarray]) -> tuple | None:
+    """The dims of ``name`` if it is made from constants and onnx's shape inference on its
+    sub-graph alone can size it, else ``None``. Nothing is run; only constants of up to 64 KiB
+    are read (shape inputs). For a model whose own inference fails (an exporter's stale value_info)."""
+    try:
+        cone = _Cone(index, name)
+    except _NotConstant:
+        return None
+    return _Fold(index, cone, name, read, 0).shape()
+
+
+def _remember(index: Index, name: str, value: np.ndarray) -> np.ndarray:
+    """Keep ``value`` (the caller gets a copy of it); one larger than the whole cache is not
+    kept, and is handed over as it is (a 411 MB weight: no second 411 MB)."""
     if value.nbytes > CACHE_BYTES:
-        return
+        return value
     index.folded[name] = value
     while sum(v.nbytes for v in index.folded.values()) > CACHE_BYTES:
         index.folded.popitem(last=False)
+    return value.copy()
 
 
 def _nbytes(elem_type: int, shape) -> int | None:
@@ -201,10 +226,26 @@ class _Fold:
         self.values[leaf] = np.asarray(value)
         return helper.np_dtype_to_tensor_dtype(self.values[leaf].dtype), self.values[leaf].shape
 
-    def run(self) -> np.ndarray:
-        for leaf, (elem, shape) in list(self.types.items()):  # small leaves now: shape inference needs values
+    def _read_small(self) -> None:
+        """The small leaves, now: shape inference needs their values (shapes, axes, repeats)."""
+        for leaf, (elem, shape) in list(self.types.items()):
             if leaf not in self.values and (_nbytes(elem, shape) or 0) <= _SMALL:
                 self.values[leaf] = np.asarray(self._read(leaf))
+
+    def shape(self) -> tuple | None:
+        self._read_small()
+        if self.name in self.values:
+            return tuple(self.values[self.name].shape)
+        model = self._sub_model(self.cone.nodes, [self.name], by_value=True)
+        try:
+            out = onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True).graph.output[0]
+        except Exception:  # not sizable without running
+            return None
+        shape = dims(out) if out.type.tensor_type.HasField("shape") else ()
+        return tuple(shape) if shape and all(isinstance(d, int) for d in shape) else None
+
+    def run(self) -> np.ndarray:
+        self._read_small()
         nodes = list(self.cone.nodes)
         while True:
             sizes = self._sizes(nodes)
@@ -215,15 +256,27 @@ class _Fold:
             # A shape onnx cannot give without a value: compute that node's inputs first, then size again.
             wanted = [i for i in unknown.input if i and i not in self.values]
             if not wanted:
-                raise UnsupportedModelError(
-                    f"'{self.name}' is computed from constants, but the size of '{unknown.output[0]}' (made by "
-                    f"{unknown.op_type} node '{unknown.name}') is not known before running it, so the fold cannot "
-                    "be bounded; onnxviz does not fold it")
+                self._unsizable(unknown)
             before = [n for n in nodes if self.index.positions[id(n)] < self.index.positions[id(unknown)]]
             needed = _needed(before, wanted)
             self._check(needed, sizes, wanted[0])
             self.values.update(self._evaluate(needed, wanted))
             nodes = [n for n in nodes if not all(o in self.values for o in n.output if o)]
+
+    def _unsizable(self, node: onnx.NodeProto):
+        """Every input of ``node`` is known and still onnx cannot size its output: an error of the
+        graph (strict inference says which), else an op whose output size depends on its values."""
+        try:
+            onnx.shape_inference.infer_shapes(self._sub_model([node], list(node.output), by_value=True),
+                                              strict_mode=True, data_prop=True)
+        except Exception as e:  # onnx's InferenceError, with the op's own complaint
+            text = (str(e).strip().splitlines() or [""])[0][:300]
+            raise ModelError(f"the constant sub-graph that makes '{self.name}' cannot be folded: {node.op_type} "
+                             f"node '{node.name}': {text}") from None
+        what = "its size" if self.name in node.output else f"the size of '{node.output[0]}'"
+        raise FoldError(f"'{self.name}' is computed from constants, but {what} (made by {node.op_type} node "
+                        f"'{node.name}') is not known before running it, so the fold cannot be bounded; onnxviz "
+                        "does not fold it")
 
     def _read(self, leaf: str) -> np.ndarray:
         value = self.read(leaf)
@@ -274,7 +327,7 @@ class _Fold:
         tensors = set(self._external(nodes)) | {o for n in nodes for o in n.output if o}
         total = sum(sizes.get(t) or 0 for t in tensors)
         if total > self.max_bytes:
-            raise UnsupportedModelError(
+            raise FoldError(
                 f"'{target}' is computed from constants by {len(nodes)} node(s) whose tensors would take "
                 f"{format_bytes(total)}, more than the {format_bytes(self.max_bytes)} a fold may use; onnxviz "
                 "does not fold it")
@@ -299,7 +352,7 @@ class _Fold:
 def _needed(nodes, wanted) -> list:
     """The nodes of ``nodes`` (graph order) that ``wanted`` needs."""
     made = {o: n for n in nodes for o in n.output}
-    need, stack, out = set(), list(wanted), []
+    need, stack = set(), list(wanted)
     while stack:
         t = stack.pop()
         n = made.get(t)

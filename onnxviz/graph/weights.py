@@ -42,8 +42,8 @@ from onnx import numpy_helper
 
 from ..errors import ModelError, OnnxvizWarning, UnsupportedModelError
 from .chain import convinteger_scaling
+from .fold import FoldError, fold_shape, runtime_dependency
 from .fold import fold as fold_constant
-from .fold import runtime_dependency
 from .index import Index, node_attr
 
 _MAX_DEPTH = 16
@@ -319,6 +319,15 @@ def _general(index: Index, name: str, fold: bool, max_bytes) -> np.ndarray | Non
     return fold_constant(index, name, lambda leaf: _fast(index, leaf, 0, False, None), max_bytes)
 
 
+def constant_shape(index: Index, name: str) -> tuple | None:
+    """The dims of a tensor made from constants, by shape inference on its sub-graph alone:
+    nothing is folded, only small constants are read (:func:`onnxviz.graph.fold.fold_shape`)."""
+    init = index.initializers.get(name)
+    if init is not None:
+        return tuple(init.dims)
+    return fold_shape(index, name, lambda leaf: _fast(index, leaf, 0, False, None))
+
+
 def _input_scale(index, name: str) -> str | None:
     """The scale tensor of a quantized conv input: from ``DynamicQuantizeLinear`` or ``QuantizeLinear``."""
     node = index.producers.get(name)
@@ -366,7 +375,10 @@ def conv_filters(index: Index, layer) -> np.ndarray:
     node = index.nodes[layer.node_index]
     ins = list(node.input)
     w_name = layer.weight
-    w = constant_value(index, w_name)
+    try:
+        w = constant_value(index, w_name)
+    except FoldError as e:
+        raise FoldError(f"the weights of layer '{layer.name}' are not folded: {e}") from None
     if w is None:
         raise UnsupportedModelError(
             f"the weights of layer '{layer.name}' ('{w_name}') depend on "
