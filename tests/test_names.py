@@ -7,7 +7,7 @@ from onnx import helper
 
 import onnxviz
 from builders import Net, save
-from onnxviz.graph.names import RULES, Conv, friendly_names
+from onnxviz.graph.names import RULES, Conv, folded_into, friendly_names
 
 
 def _node(example):
@@ -53,3 +53,11 @@ def test_quantizer_renames_are_undone_before_the_rules():
     node = helper.make_node("QLinearConv", ["x", "s", "z", "fire2/squeeze1x1_w_0_quantized"], ["y"],
                             name="n3_quant")
     assert friendly_names([(node, "fire2/squeeze1x1_w_0_quantized")], {}) == ["fire2/squeeze1x1"]
+
+
+def test_an_old_torchscript_computed_weight_is_a_folded_batchnorm():
+    # torch < 1.13 names the weights it computed (Conv+BatchNorm in eval mode) with numbers
+    conv = helper.make_node("Conv", ["x", "193"], ["y"], name="Conv_0")
+    assert folded_into(conv, "193") == "BatchNorm"
+    assert folded_into(conv, "conv1.weight") == ""  # a parameter, kept as it was
+    assert folded_into(helper.make_node("Conv", ["0", "1"], ["2"], name=""), "1") == ""  # PyTorch 0.3: all numbers

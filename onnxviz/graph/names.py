@@ -255,13 +255,16 @@ def folded_into(node: onnx.NodeProto, weight: str) -> str:
     framework's parameter. Evidence, by exporter: the dynamo exporter records its rewrite
     (``pkg.onnxscript.rewriter.rule_name`` = ``FuseBatchNormIntoConv``); the TorchScript
     exporter names a weight it computed ``onnx::Conv_<n>`` instead of the parameter's name,
-    which in an eval-mode export is its Conv+BatchNorm fusion; tf2onnx names a BN-folded conv
-    after the BN's scope (``…/bn_Conv1_1/batchnorm/mul_1``).
+    which in an eval-mode export is its Conv+BatchNorm fusion (before torch 1.13: a number,
+    ``193``, on a node ``Conv_<n>``); tf2onnx names a BN-folded conv after the BN's scope
+    (``…/bn_Conv1_1/batchnorm/mul_1``).
     """
     for p in node.metadata_props:
         if p.key == "pkg.onnxscript.rewriter.rule_name" and "BatchNorm" in p.value:
             return "BatchNorm"
     if node.name.startswith("/") and _TORCHSCRIPT_COMPUTED.fullmatch(weight):
+        return "BatchNorm"
+    if re.fullmatch(r"(?:Conv|ConvTranspose)_\d+", node.name) and weight.isdigit():
         return "BatchNorm"
     if "/" in node.name and not node.name.startswith("/") and "batchnorm" in node.name.lower():
         return "BatchNorm"
