@@ -55,6 +55,15 @@ def _computed_limit(net):
     return net.node("Reshape", [r, net.init("s", I64(4, 3, 3, 3))], name="shape_it")
 
 
+def _if_branch(net):
+    """An If on a constant condition, whose branches read the weight from the outer graph."""
+    out = lambda n: helper.make_tensor_value_info(n, TensorProto.FLOAT, [4, 3, 3, 3])  # noqa: E731
+    then = helper.make_graph([helper.make_node("Identity", ["w"], ["t"])], "then", [], [out("t")])
+    other = helper.make_graph([helper.make_node("Neg", ["w"], ["e"])], "else", [], [out("e")])
+    net.init("w", W)
+    return net.node("If", [net.init("cond", np.array(False))], name="choose", then_branch=then, else_branch=other)
+
+
 CASES = {
     "ConstantOfShape": (_const_of_shape, np.full((4, 3, 3, 3), 0.25, np.float32)),
     "Expand": (lambda net: net.node("Expand", [net.init("col", W[:, :1, :1, :1]), net.init("s", I64(4, 3, 3, 3))],
@@ -70,6 +79,7 @@ CASES = {
     "arithmetic": (lambda net: net.node("Sin", [net.node("Mul", [net.init("w", W), net.init("k", np.float32(2))],
                                                          name="scale")], name="sin"), np.sin(W * 2)),
     "Shape of a static tensor": (_static_shape, W),
+    "If on a constant": (_if_branch, -W),
     "a size known after a first round": (_computed_limit, np.arange(108, dtype=np.float32).reshape(4, 3, 3, 3)),
     "Cast of a fold (fast path over it)": (
         lambda net: net.node("Cast", [net.node("Mul", [net.init("w16", W.astype(np.float16)),

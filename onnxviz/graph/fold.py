@@ -44,7 +44,7 @@ from onnx import helper, numpy_helper
 from ..errors import ModelError, UnsupportedModelError, format_bytes
 from .index import Index, body_inputs, dims
 
-__all__ = ["fold", "fold_shape", "runtime_dependency", "static_shapes", "FoldError", "MAX_FOLD_BYTES", "CACHE_BYTES"]
+__all__ = ["fold", "fold_shape", "runtime_dependency", "FoldError", "MAX_FOLD_BYTES", "CACHE_BYTES"]
 
 #: A fold whose tensors (its constant inputs, every intermediate and the result, all held at
 #: once as the reference evaluator does) would take more than this is refused before it runs.
@@ -56,6 +56,15 @@ CACHE_BYTES = 256 << 20
 RANDOM_OPS = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike",
               "Multinomial", "Bernoulli"}
 _SMALL = 1 << 16  # constant inputs up to this many bytes are given to shape inference by value
+
+
+#: A ``Constant`` with one of these attributes is read as it is (a sparse or string one is run).
+PLAIN_CONSTANT = ("value", "value_float", "value_floats", "value_int", "value_ints")
+
+
+def is_plain_constant(node: onnx.NodeProto) -> bool:
+    """A ``Constant`` node whose value is read straight from its attribute."""
+    return node.op_type == "Constant" and any(a.name in PLAIN_CONSTANT for a in node.attribute)
 
 
 class FoldError(UnsupportedModelError):
@@ -78,7 +87,6 @@ class _Cone:
         self.leaves: set[str] = set()
         self.values: dict[str, np.ndarray] = {}
         graph_inputs = {i.name for i in index.inputs}
-        known = index.producers.keys() | index.initializers.keys() | graph_inputs
         seen, stack, taken = set(), [(name, None)], set()
         while stack:
             t, reader = stack.pop()
@@ -86,7 +94,7 @@ class _Cone:
                 continue
             seen.add(t)
             node = index.producers.get(t)
-            if t in index.initializers or (node is not None and node.op_type == "Constant"):
+            if t in index.initializers or (node is not None and is_plain_constant(node)):
                 self.leaves.add(t)
                 continue
             if node is None:
@@ -106,8 +114,9 @@ class _Cone:
             if id(node) not in taken:
                 taken.add(id(node))
                 self.nodes.append(node)
-            outer = (body_inputs(node) & known) - set(node.input)
-            stack.extend((i, node) for i in [*node.input, *sorted(outer)])
+            outer = [i for i in sorted(body_inputs(node) - set(node.input))  # an If/Loop body's reads from outside
+                     if i in index.producers or i in index.initializers or i in graph_inputs]
+            stack.extend((i, node) for i in [*node.input, *outer])
         self.nodes.sort(key=lambda n: index.positions[id(n)])
 
 
@@ -115,7 +124,7 @@ def _static_shape(index: Index, node: onnx.NodeProto) -> np.ndarray | None:
     """The value of a ``Shape``/``Size`` node whose input's shape is static, else ``None``."""
     if node.op_type not in ("Shape", "Size") or not node.input or index.is_constant(node.input[0]):
         return None
-    shape = static_shapes(index).get(node.input[0])
+    shape = _static_shapes(index).get(node.input[0])
     if shape is None or not all(isinstance(d, int) for d in shape):
         return None
     if node.op_type == "Size":
@@ -124,7 +133,7 @@ def _static_shape(index: Index, node: onnx.NodeProto) -> np.ndarray | None:
     return np.array(shape[attrs.get("start", 0):attrs.get("end")], np.int64)
 
 
-def static_shapes(index: Index) -> dict:
+def _static_shapes(index: Index) -> dict:
     """``{tensor: dims}`` from onnx's shape inference on the graph as it is (no input size
     fixed, so a symbolic dim stays symbolic): the shapes that hold for every run. Once per index."""
     if index.static is None:

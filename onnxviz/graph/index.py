@@ -81,7 +81,7 @@ class Index:
         self.positions = {id(n): k for k, n in enumerate(self.nodes)}  # graph order
         self.meta: dict[str, bool] = {}  # chain._is_meta's answers, the same for every conv
         self.folded: OrderedDict = OrderedDict()  # fold.fold's results, oldest first (bounded there)
-        self.static: dict | None = None  # fold.static_shapes, inferred when first needed
+        self.static: dict | None = None  # fold._static_shapes, inferred when first needed
 
     def is_constant(self, name: str) -> bool:
         """An initializer or the output of a ``Constant`` node."""

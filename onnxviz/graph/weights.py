@@ -42,7 +42,7 @@ from onnx import numpy_helper
 
 from ..errors import ModelError, OnnxvizWarning, UnsupportedModelError
 from .chain import convinteger_scaling
-from .fold import FoldError, fold_shape, runtime_dependency
+from .fold import PLAIN_CONSTANT, FoldError, fold_shape, is_plain_constant, runtime_dependency
 from .fold import fold as fold_constant
 from .index import Index, node_attr
 
@@ -269,15 +269,11 @@ def _fast(index: Index, name: str, _depth: int, fold: bool, max_bytes) -> np.nda
         return constant_value(index, ins[i], _depth + 1, fold=fold, max_bytes=max_bytes) \
             if len(ins) > i and ins[i] else None
 
-    if op not in _FAST:
+    if op not in _FAST or (op == "Constant" and not is_plain_constant(node)):
         return _general(index, name, fold, max_bytes)
     if op == "Constant":
-        for a in node.attribute:
-            if a.name == "value":
-                return read_tensor(a.t, index.base_dir)
-            if a.name in ("value_float", "value_floats", "value_int", "value_ints"):
-                return np.asarray(onnx.helper.get_attribute_value(a))
-        return None
+        a = next(a for a in node.attribute if a.name in PLAIN_CONSTANT)
+        return read_tensor(a.t, index.base_dir) if a.name == "value" else np.asarray(onnx.helper.get_attribute_value(a))
     if op == "Identity":
         return value(0)
     x = value(0)
