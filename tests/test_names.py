@@ -23,6 +23,8 @@ def test_each_rule_names_its_example_and_no_earlier_rule_takes_it(rule):
     node = _node(ex)
     assert friendly_names([(node, ex.weight)], {"onnxviz.layer_names": json.dumps(ex.layer_names)}) == [ex.gives]
     conv = Conv(node, ex.node, ex.weight, ex.weight, ex.layer_names)
+    found = rule.find(conv)  # this rule itself gives it (tf2onnx: its scope, then the Keras 3 suffix goes)
+    assert (rule.finish([found])[0] if rule.finish else found) == ex.gives
     earlier = RULES[:RULES.index(rule)]
     assert [r.exporter for r in earlier if r.find(conv)] == []
 

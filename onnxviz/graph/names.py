@@ -129,8 +129,8 @@ def _mxnet(conv: Conv) -> str | None:
 
 
 def _onnxmltools(conv: Conv) -> str | None:
-    """onnxmltools' Keras and CoreML converters: node = the layer's name, weight ``<layer>_W``
-    (a CoreML layer from Caffe keeps its slashes: ``conv1/7x7_s2``, weight ``conv1/7x7_s2_W``)."""
+    """onnxmltools' Keras and CoreML converters: node = the layer's name made C-style (a CoreML
+    layer ``conv1/7x7_s2`` from Caffe becomes ``conv1_7x7_s2``), weight ``<node>_W``."""
     m = re.fullmatch(r"(.+)_W\d*", conv.weight)
     return m.group(1) if m and conv.name in ("", m.group(1)) else None
 
@@ -191,7 +191,7 @@ RULES = (
     Rule("Caffe2", _caffe2, Example("n4", "gpu_0/res2_0_branch2a_w_0", "res2_0_branch2a")),
     Rule("MXNet", _mxnet, Example("resnetv15_stage1_conv0_fwd", "resnetv15_stage1_conv0_weight",
                                   "resnetv15_stage1_conv0")),
-    Rule("onnxmltools (Keras, CoreML)", _onnxmltools, Example("conv1/7x7_s2", "conv1/7x7_s2_W", "conv1/7x7_s2")),
+    Rule("onnxmltools (Keras, CoreML)", _onnxmltools, Example("conv1_7x7_s2", "conv1_7x7_s2_W", "conv1_7x7_s2")),
     Rule("keras2onnx", _keras2onnx, Example("block1_conv1", "W", "block1_conv1")),
     Rule("CNTK", _cntk, Example("Convolution28", "Parameter5", "Convolution28")),
     Rule("TorchScript (torch < 1.13)", _old_torchscript, Example("Conv_0", "193", "Conv_0")),
