@@ -70,7 +70,7 @@ from .graph.index import CONV_OPS, META, Index, is_conv, node_attr, weight_input
 from .graph.inputs import find_input
 from .graph.names import folded_into, friendly_names
 from .graph.shapes import infer_shapes
-from .graph.weights import constant_value, conv_filters, external_path
+from .graph.weights import constant_shape, conv_filters, external_path
 from .graph.wire import read_model
 
 __all__ = ["load", "Model", "Layer", "CONV_OPS", "META"]
@@ -153,7 +153,7 @@ class Model:
                 "blocked while their dims still say OIHW; save it with graph optimisation level "
                 "'extended' or lower, or use the original export"
             )
-        self._index = Index(graph, self.base_dir)
+        self._index = Index(graph, self.base_dir, proto.opset_import)
         convs = []
         for i, node in enumerate(self._index.nodes):
             if is_conv(node):
@@ -223,11 +223,10 @@ class Model:
             return tuple(init.dims)
         if weight in shapes and all(isinstance(d, int) for d in shapes[weight]):
             return tuple(shapes[weight])
-        try:
-            value = constant_value(self._index, weight)  # a Constant/Cast/DQ chain: fold it (small)
+        try:  # shape inference on the weight's own constant sub-graph: nothing folded at load
+            return constant_shape(self._index, weight) or ()
         except ModelError:
-            value = None
-        return tuple(value.shape) if value is not None else ()
+            return ()
 
     # ------------------------------------------------------------ lookups
 

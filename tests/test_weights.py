@@ -64,18 +64,6 @@ def test_transpose_and_reshape_of_a_constant(tmp_path):
     np.testing.assert_array_equal(_model_with_weight_chain(tmp_path, chain).filters(0), W)
 
 
-def test_weights_computed_at_run_time_are_refused(tmp_path):
-    net = Net((1, 3, 8, 8))
-    w = net.node("Mul", [net.init("w", W), net.init("k", np.float32(2))], name="scale")
-    w2 = net.node("Sin", [w], name="sin")
-    net.cur = net.node("Conv", ["input", w2], name="c", pads=[1, 1, 1, 1])
-    m = onnxviz.load(save(net.model(), tmp_path / "m.onnx"))
-    with pytest.raises(onnxviz.UnsupportedModelError) as e:
-        m.filters(0)
-    assert str(e.value) == ("the weights of layer 'c' ('sin_out') are computed by a Sin node 'sin', "
-                            "not stored as a constant; onnxviz reads constant weights only")
-
-
 def test_external_data_reads_only_the_tensor_asked_for(tmp_path):
     net = Net((1, 3, 8, 8))
     net.conv(3, 8, name="a"); net.act()

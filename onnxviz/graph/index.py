@@ -20,7 +20,10 @@ Known limits: the index covers the main graph; If/Loop/Scan bodies are read only
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 import onnx
+from onnx import helper
 
 from ..errors import ModelError
 
@@ -45,10 +48,14 @@ META = {
 
 
 class Index:
-    """Typed lookups over ``graph``; ``base_dir`` is where its external data lives."""
+    """Typed lookups over ``graph``; ``base_dir`` is where its external data lives, and
+    ``opset_import`` the model's (for the sub-graphs :mod:`onnxviz.graph.fold` runs; default:
+    the installed onnx's latest)."""
 
-    def __init__(self, graph: onnx.GraphProto, base_dir: str = "."):
+    def __init__(self, graph: onnx.GraphProto, base_dir: str = ".", opset_import=()):
         self.base_dir = base_dir
+        self.graph = graph
+        self.opset_import = list(opset_import) or [helper.make_opsetid("", onnx.defs.onnx_opset_version())]
         self.nodes = list(graph.node)
         self.initializers = {t.name: t for t in graph.initializer}
         given = {i.name: "a graph input" for i in graph.input} | {n: "an initializer" for n in self.initializers}
@@ -73,6 +80,8 @@ class Index:
         self.inputs = [i for i in graph.input if i.name not in self.initializers]
         self.positions = {id(n): k for k, n in enumerate(self.nodes)}  # graph order
         self.meta: dict[str, bool] = {}  # chain._is_meta's answers, the same for every conv
+        self.folded: OrderedDict = OrderedDict()  # fold.fold's results, oldest first (bounded there)
+        self.static: dict | None = None  # fold._static_shapes, inferred when first needed
 
     def is_constant(self, name: str) -> bool:
         """An initializer or the output of a ``Constant`` node."""

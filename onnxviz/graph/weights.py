@@ -4,13 +4,19 @@ A conv's weight input is usually an initializer, but exporters and optimisers al
 a ``Constant`` node, an ``Identity`` of a constant, a ``Cast`` from float16, a
 ``DequantizeLinear`` of int8 weights (per tensor or per channel), a ``Transpose`` or
 ``Reshape`` of a constant, or any of these with the bytes in an external-data file.
-:func:`constant_value` folds such a chain back to a numpy array, reading from disk only the
-tensors on the chain; :func:`conv_filters` applies it to a layer.
+:func:`constant_value` folds such a chain back to a numpy array in numpy (the fast path),
+reading from disk only the tensors on the chain; :func:`conv_filters` applies it to a layer.
+Anything else computed from constants alone (``ConstantOfShape``, ``Expand``, ``Tile``,
+``Concat``, ``Range``, arithmetic, the ``Shape`` of a statically shaped tensor, …) is folded
+once by onnx's reference evaluator, bounded in size and cached (:mod:`onnxviz.graph.fold`).
 
 >>> import onnxviz
 >>> m = onnxviz.load("models/vgg16.onnx")                  # doctest: +SKIP
 >>> conv_filters(m._index, m.layer("block1_conv1")).shape         # doctest: +SKIP
 (64, 3, 3, 3)
+>>> zoo = onnxviz.load(".../onnx/backend/test/data/light/light_squeezenet.onnx")   # doctest: +SKIP
+>>> constant_value(zoo._index, "fire2/squeeze1x1_w_0").shape   # ConstantOfShape: folded   # doctest: +SKIP
+(16, 64, 1, 1)
 
 Quantized convs: ``QLinearConv`` weights are dequantized with the node's own ``w_scale`` and
 ``w_zero_point`` (inputs 4 and 5, per tensor or per output channel). A ``ConvInteger`` carries
@@ -20,7 +26,8 @@ is the weight scale (a per-channel one is laid along axis 0). When no such facto
 found, the filters are ``w - zero_point`` (integer levels) and an :class:`OnnxvizWarning`
 says so.
 
-Known limits: weights computed from the input at run time are refused.
+Known limits: weights that depend on a graph input (computed at run time) are refused, with
+the input named; see :mod:`onnxviz.graph.fold` for what cannot be folded.
 """
 
 from __future__ import annotations
@@ -35,6 +42,8 @@ from onnx import numpy_helper
 
 from ..errors import ModelError, OnnxvizWarning, UnsupportedModelError
 from .chain import convinteger_scaling
+from .fold import PLAIN_CONSTANT, FoldError, fold_shape, is_plain_constant, runtime_dependency
+from .fold import fold as fold_constant
 from .index import Index, node_attr
 
 _MAX_DEPTH = 16
@@ -221,15 +230,20 @@ def dequantize(x, scale, zero_point, axis: int = 1) -> np.ndarray:
     return (levels * along_axis(scale)).astype(np.float32)
 
 
-def constant_value(index: Index, name: str, _depth: int = 0) -> np.ndarray | None:
-    """Fold the constant chain that produces tensor ``name``; ``None`` if it is not constant.
+def constant_value(index: Index, name: str, _depth: int = 0, *, fold: bool = True,
+                   max_bytes: int | None = None) -> np.ndarray | None:
+    """The value of tensor ``name`` if it is made from constants alone; ``None`` if not.
 
     ``index``: the graph's :class:`~onnxviz.graph.index.Index` (its ``base_dir`` is where external data is read).
-    A chain that cannot be folded (a ``Transpose`` whose ``perm`` does not fit, a ``Cast`` to
-    no type, shapes that do not broadcast, …) raises :class:`ModelError`.
+    The fast path (initializer, ``Constant``, ``Identity``, ``Cast``, ``DequantizeLinear``,
+    ``Transpose``, ``Reshape``, ``Squeeze``/``Unsqueeze``) runs in numpy; any other producer is
+    folded by :func:`onnxviz.graph.fold.fold` (``fold=False``: not, ``None`` instead), within
+    ``max_bytes`` (default :data:`onnxviz.graph.fold.MAX_FOLD_BYTES`). A chain that cannot be
+    folded (a ``Transpose`` whose ``perm`` does not fit, a ``Cast`` to no type, shapes that do
+    not broadcast, …) raises :class:`ModelError`; a fold over the bound :class:`UnsupportedModelError`.
     """
     try:
-        return _fold(index, name, _depth)
+        return _fast(index, name, _depth, fold, max_bytes)
     except (ValueError, TypeError, IndexError, KeyError, ZeroDivisionError, OverflowError) as e:
         if _depth:  # said once, by the outermost call
             raise
@@ -237,9 +251,11 @@ def constant_value(index: Index, name: str, _depth: int = 0) -> np.ndarray | Non
                          f"{type(e).__name__}: {e}") from None
 
 
-def _fold(index: Index, name: str, _depth: int) -> np.ndarray | None:
-    if not name or _depth > _MAX_DEPTH:
+def _fast(index: Index, name: str, _depth: int, fold: bool, max_bytes) -> np.ndarray | None:
+    if not name:
         return None
+    if _depth > _MAX_DEPTH:
+        return _general(index, name, fold, max_bytes)
     init = index.initializers.get(name)
     if init is not None:
         return read_tensor(init, index.base_dir)
@@ -250,15 +266,14 @@ def _fold(index: Index, name: str, _depth: int) -> np.ndarray | None:
     ins = list(node.input)
 
     def value(i):
-        return constant_value(index, ins[i], _depth + 1) if len(ins) > i and ins[i] else None
+        return constant_value(index, ins[i], _depth + 1, fold=fold, max_bytes=max_bytes) \
+            if len(ins) > i and ins[i] else None
 
+    if op not in _FAST or (op == "Constant" and not is_plain_constant(node)):
+        return _general(index, name, fold, max_bytes)
     if op == "Constant":
-        for a in node.attribute:
-            if a.name == "value":
-                return read_tensor(a.t, index.base_dir)
-            if a.name in ("value_float", "value_floats", "value_int", "value_ints"):
-                return np.asarray(onnx.helper.get_attribute_value(a))
-        return None
+        a = next(a for a in node.attribute if a.name in PLAIN_CONSTANT)
+        return read_tensor(a.t, index.base_dir) if a.name == "value" else np.asarray(onnx.helper.get_attribute_value(a))
     if op == "Identity":
         return value(0)
     x = value(0)
@@ -288,6 +303,25 @@ def _fold(index: Index, name: str, _depth: int) -> np.ndarray | None:
         axes = [int(a) for a in np.asarray(axes).ravel()]
         return np.squeeze(x, tuple(axes)) if op == "Squeeze" else np.expand_dims(x, tuple(axes))
     return None
+
+
+_FAST = {"Constant", "Identity", "Cast", "DequantizeLinear", "Transpose", "Reshape", "Squeeze", "Unsqueeze"}
+
+
+def _general(index: Index, name: str, fold: bool, max_bytes) -> np.ndarray | None:
+    """Any other producer: folded once by the reference evaluator (its leaves read by the fast path)."""
+    if not fold:
+        return None
+    return fold_constant(index, name, lambda leaf: _fast(index, leaf, 0, False, None), max_bytes)
+
+
+def constant_shape(index: Index, name: str) -> tuple | None:
+    """The dims of a tensor made from constants, by shape inference on its sub-graph alone:
+    nothing is folded, only small constants are read (:func:`onnxviz.graph.fold.fold_shape`)."""
+    init = index.initializers.get(name)
+    if init is not None:
+        return tuple(init.dims)
+    return fold_shape(index, name, lambda leaf: _fast(index, leaf, 0, False, None))
 
 
 def _input_scale(index, name: str) -> str | None:
@@ -337,14 +371,15 @@ def conv_filters(index: Index, layer) -> np.ndarray:
     node = index.nodes[layer.node_index]
     ins = list(node.input)
     w_name = layer.weight
-    w = constant_value(index, w_name)
+    try:
+        w = constant_value(index, w_name)
+    except FoldError as e:
+        raise FoldError(f"the weights of layer '{layer.name}' are not folded: {e}") from None
     if w is None:
-        producer = index.producers.get(w_name)
-        how = f"by a {producer.op_type} node '{producer.name}'" if producer is not None else "at run time"
         raise UnsupportedModelError(
-            f"the weights of layer '{layer.name}' ('{w_name}') are computed {how}, not stored "
-            "as a constant; onnxviz reads constant weights only"
-        )
+            f"the weights of layer '{layer.name}' ('{w_name}') depend on "
+            f"{runtime_dependency(index, w_name) or 'the run'}, so they exist only at run time; onnxviz "
+            "shows weights stored in the file or computed from constants alone")
     if layer.op == "QLinearConv":
         scale = constant_value(index, ins[4]) if len(ins) > 4 else None
         zp = constant_value(index, ins[5]) if len(ins) > 5 else None
