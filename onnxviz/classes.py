@@ -33,6 +33,7 @@ import json
 import os
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -132,6 +133,16 @@ def _lines(text: str) -> list[str]:
     return names
 
 
+def _unreadable(e: Exception) -> str:
+    if isinstance(e, FileNotFoundError):
+        return "does not exist"
+    if isinstance(e, IsADirectoryError):
+        return "is a folder, not a text file"
+    if isinstance(e, UnicodeDecodeError):
+        return "is not UTF-8 text (one class name a line)"
+    return f"cannot be read: {e.strerror or e}"
+
+
 def read_labels(model, path=None, classes: int | None = None) -> list[str] | None:
     """Class names: from ``path`` (one a line), else the ``onnxviz.labels`` metadata, else ``None``.
 
@@ -141,14 +152,9 @@ def read_labels(model, path=None, classes: int | None = None) -> list[str] | Non
     if path is not None:
         shown = os.fspath(path)
         try:
-            with open(path, encoding="utf-8") as fh:
-                names = _lines(fh.read())
-        except FileNotFoundError:
-            raise OnnxvizError(f"labels file '{shown}' does not exist") from None
-        except UnicodeDecodeError:
-            raise OnnxvizError(f"labels file '{shown}' is not UTF-8 text (one class name a line)") from None
-        except OSError as e:
-            raise OnnxvizError(f"cannot read labels file '{shown}': {e.strerror or e}") from None
+            names = _lines(Path(path).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError) as e:
+            raise OnnxvizError(f"labels file '{shown}' {_unreadable(e)}") from None
         if not names:
             raise OnnxvizError(f"labels file '{shown}' is empty; give one class name a line")
         if classes is not None and len(names) != classes:

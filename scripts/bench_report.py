@@ -12,10 +12,8 @@ interleaved so that a load change hits all of them alike.
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -23,17 +21,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-
-
-def measure(argv: list[str]) -> tuple[float, float]:
-    """(wall seconds, peak RSS MB) of one process."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - start
-    if os.waitstatus_to_exitcode(status):
-        raise SystemExit(f"error: {' '.join(argv)} failed: {proc.stderr.read().decode().strip()}")
-    return wall, usage.ru_maxrss / 1024
+sys.path.insert(0, HERE)
+from bench_cli import measure, options  # noqa: E402  (one process's wall time and peak RSS; the options)
 
 
 def encode_all(maps: dict, workers: int) -> int:
@@ -52,13 +41,7 @@ def encode_all(maps: dict, workers: int) -> int:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--runs", type=int, default=5)
-    p.add_argument("--model", default=os.path.join(tempfile.gettempdir(), "vgg16_random.onnx"))
-    p.add_argument("--markdown", action="store_true", help="print Markdown tables")
-    args = p.parse_args(argv)
-    if not os.path.exists(args.model):
-        subprocess.run([sys.executable, os.path.join(HERE, "make_random_vgg16.py"), "-o", args.model], check=True)
+    args = options(__doc__, argv)
     import matplotlib.cbook
 
     images = [matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False),

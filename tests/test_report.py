@@ -332,3 +332,15 @@ def test_class_scores_from_a_tensor_or_from_the_maps_run(model):
     fm = m.feature_maps([str(p) for p in images], "b1c1", also=class_tensors(m))
     assert list(fm) == ["b1c1"] and np.array_equal(class_scores(m, values=fm.also)[0], scores)
     np.testing.assert_allclose(scores, reference(path, [logits], x)[logits], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_vgg16_with_two_images_fits_the_size_budget(vgg16_report):
+    path, data = vgg16_report
+    assert os.path.getsize(path) <= 25_000_000
+    assert [p.row["name"] for p in data.layers] == ["block1_conv2", "block2_conv2", "block3_conv3", "block4_conv3",
+                                                    "block5_conv3"]
+    assert all(g.downscaled == 1 and len(g.tiles) == 64 for p in data.layers for g in p.grids)
+    assert data.classes.startswith("scores are the logits before the final Softmax of output")
+    assert [len(p.predictions) for p in data.images] == [5, 5]
+    assert data.first_filters.title == "First layer block1_conv1: filters, as RGB colour"

@@ -232,3 +232,17 @@ def test_hostile_names_show_as_text(opened, hostile_report):
     page.keyboard.press("Escape")
     p.shot("report_hostile.png", full_page=False)
     p.check()
+
+
+@pytest.mark.slow
+def test_vgg16_report_opens_whole(opened, vgg16_report):
+    p = opened(vgg16_report[0])
+    p.check()
+    assert p.page.evaluate("document.images.length") == 1 + 2 + 5 + 2 * 5 * (64 + 8)
+    p.page.keyboard.press("End")
+    for _ in range(4):
+        p.page.keyboard.press("ArrowRight")
+    assert p.visible_layers() == ["layer-4"]
+    p.page.locator("#layer-4").scroll_into_view_if_needed()
+    p.shot("report_vgg16_block5.png")
+    p.check()

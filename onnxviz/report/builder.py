@@ -203,7 +203,7 @@ def build(model, images, *, layers=None, labels=None, top: int = 5, max_channels
         read_labels(model, labels)  # a missing or unreadable file, before any work
     chosen = model.select(layers) if layers else model.stage_ends()
     placed = _placed(model, chosen, sections)
-    done, total = 0, 2 + len(chosen)
+    done = 0  # steps: the run, the classes, then one per layer (the caller's bar counts 2 + layers)
 
     def step():
         nonlocal done

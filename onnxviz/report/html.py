@@ -159,9 +159,9 @@ def model_card_html(card: dict, heading: str = "h2") -> str:
 
 # ------------------------------------------------------------------ sections and pictures
 
-def _figure(p: Picture, heading: str = "h5") -> str:
+def _figure(p: Picture, heading: str = "h5", cls: str = "") -> str:
     caption = f"<figcaption>{_e(p.caption)}</figcaption>" if p.caption else ""
-    return (f'<figure class="picture"><{heading}>{_e(p.title)}</{heading}>{_img(p.png, p.title)}'
+    return (f'<figure class="picture{" " + cls if cls else ""}"><{heading}>{_e(p.title)}</{heading}>{_img(p.png, p.title)}'
             f"{caption}</figure>")
 
 
@@ -227,7 +227,7 @@ def _layer(k: int, page: LayerPage, images: list, count: int) -> str:
         facts.append(f"folded in: {r['folded']}")
     pager = (f'<span class="pager js-only"><button type="button" data-step="-1">← previous</button>'
              f'<span>layer {k + 1} of {count}</span><button type="button" data-step="1">next →</button></span>')
-    filters = (_figure(page.filters, "h3") if page.filters else
+    filters = (_figure(page.filters, "h3", "filters") if page.filters else
                f'<p class="absent"><strong>Filters:</strong> {_e(page.filters_note)}</p>')
     if page.grids:
         maps = ('<h3>Feature maps</h3><p class="note">colour: each map on its own scale, low '

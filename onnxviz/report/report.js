@@ -63,42 +63,25 @@
   });
 
   /* ---- the channel viewer, built here so that a page without JavaScript has no empty dialog */
-  var viewer = document.createElement("div");
-  viewer.id = "viewer";
-  viewer.hidden = true;
+  function make(tag, props, children) {  /* an element with properties (never innerHTML) */
+    var el = document.createElement(tag);
+    Object.keys(props).forEach(function (k) { el[k] = props[k]; });
+    (children || []).forEach(function (child) { el.appendChild(child); });
+    return el;
+  }
+  var title = make("h2", {id: "viewer-title"});
+  var prev = make("button", {type: "button", textContent: "← channel"});
+  var next = make("button", {type: "button", textContent: "channel →"});
+  var close = make("button", {type: "button", id: "viewer-close", textContent: "Close (Esc)"});
+  var big = make("img", {alt: ""});
+  var range = make("p", {id: "viewer-range"});
+  var stats = make("p", {className: "note"});
+  var box = make("div", {className: "box"}, [make("div", {className: "bar"}, [title, prev, next, close]),
+                                             range, stats]);
+  var viewer = make("div", {id: "viewer", hidden: true}, [box]);
   viewer.setAttribute("role", "dialog");
   viewer.setAttribute("aria-modal", "true");
   viewer.setAttribute("aria-labelledby", "viewer-title");
-  var box = document.createElement("div");
-  box.className = "box";
-  var bar = document.createElement("div");
-  bar.className = "bar";
-  var title = document.createElement("h2");
-  title.id = "viewer-title";
-  var prev = document.createElement("button");
-  prev.type = "button";
-  prev.textContent = "← channel";
-  var next = document.createElement("button");
-  next.type = "button";
-  next.textContent = "channel →";
-  var close = document.createElement("button");
-  close.type = "button";
-  close.id = "viewer-close";
-  close.textContent = "Close (Esc)";
-  var big = document.createElement("img");
-  big.alt = "";
-  var range = document.createElement("p");
-  range.id = "viewer-range";
-  var stats = document.createElement("p");
-  stats.className = "note";
-  bar.appendChild(title);
-  bar.appendChild(prev);
-  bar.appendChild(next);
-  bar.appendChild(close);
-  box.appendChild(bar);
-  box.appendChild(range);
-  box.appendChild(stats);
-  viewer.appendChild(box);
   document.body.appendChild(viewer);
   var openTile = null;
   var opener = null;
