@@ -46,6 +46,7 @@ size is counted as large as its node's inputs, a guess the refusal message owns 
 from __future__ import annotations
 
 import warnings
+from types import MappingProxyType
 
 import numpy as np
 import onnx
@@ -71,7 +72,7 @@ class FeatureMaps(dict, Pictured):
     that a notebook shows as pictures, one mosaic per layer and image (see
     :mod:`onnxviz.render.notebook`). ``also``: the values of the extra tensors asked for."""
 
-    also: dict = {}
+    also = MappingProxyType({})  # set per result by feature_maps(..., also=...)
 
     def _pictures(self) -> list:
         from .render.mosaic import feature_map_image

@@ -126,9 +126,17 @@ def test_hostile_names_metadata_and_labels_are_escaped(tmp_path):
     assert 'id="layer-0"' in page and 'data-layer="0"' in page  # ids are numbers, never names
 
 
-def test_feature_net_has_maps_but_no_classes_and_says_so(tmp_path):
+def test_feature_net_has_maps_but_no_classes_and_says_so(tmp_path, capsys):
     path = feature_net(tmp_path / "f.onnx")
-    data = build(str(path), photos(tmp_path), cam="eigen", labels=None)
+    labels = tmp_path / "labels.txt"
+    labels.write_text("a\nb\n")
+    code, out, err = run(["report", path, *photos(tmp_path), "--cam", "eigen", "--labels", labels, "-o",
+                          tmp_path / "f.html"], capsys)
+    assert code == 0 and out.startswith(f"wrote {tmp_path / 'f.html'}  (")
+    assert err == (f"warning: labels '{labels}' are not used: the model has no class output\n"
+                   "warning: --cam eigen: not available for a model without a class output\n")
+    with pytest.warns(onnxviz.OnnxvizWarning, match="^--cam eigen: not available for a model without a class"):
+        data = build(str(path), photos(tmp_path), cam="eigen", labels=None)
     assert data.classes == ("not available: the model has no class output (one score per class and image): "
                             "'maxpool_4_out' is 8×8×8 per image")
     assert all(p.predictions is None for p in data.images)
@@ -141,9 +149,13 @@ def test_feature_net_has_maps_but_no_classes_and_says_so(tmp_path):
 
 def test_optional_sections_are_stated_when_absent(model):
     path, _, images = model
-    data = build(str(path), images[:1], cam="eigen", patterns=True)
+    with pytest.warns(onnxviz.OnnxvizWarning) as caught:
+        data = build(str(path), images[:1], cam="eigen", patterns=True)
+    assert [str(w.message) for w in caught] == [
+        "--cam eigen: not available: this version of onnxviz has no class activation maps",
+        "--patterns: not available: this version of onnxviz has no filter patterns"]
     assert [(s.kind, s.absent) for s in data.images[0].sections] == [
-        ("cam", "not available: this version of onnxviz has no class activation maps ('eigen' was asked for)")]
+        ("cam", "not available: this version of onnxviz has no class activation maps")]
     assert [(s.kind, s.absent) for s in data.layers[0].sections] == [
         ("patterns", "not available: this version of onnxviz has no filter patterns"),
         ("dataset", "not requested (give --dataset DIR)")]
@@ -344,3 +356,37 @@ def test_vgg16_with_two_images_fits_the_size_budget(vgg16_report):
     assert data.classes.startswith("scores are the logits before the final Softmax of output")
     assert [len(p.predictions) for p in data.images] == [5, 5]
     assert data.first_filters.title == "First layer block1_conv1: filters, as RGB colour"
+
+
+def test_a_fixed_batch_model_runs_image_by_image(vgg, tmp_path):
+    net, path = vgg  # input (1, 3, 16, 16): batch fixed at 1; its output is a pooled map
+    images = photos(tmp_path)
+    data = build(str(path), images, layers=["b1c2"])
+    assert [g.image for g in data.layers[0].grids] == [0, 1]
+    from onnxviz.preprocess import to_tensor
+    x = to_tensor([str(p) for p in images], size=(16, 16), layout="NCHW", preset="unit")
+    tensor = onnxviz.load(str(path)).layer("b1c2").tensor
+    for k in range(2):
+        maps = reference(path, [tensor], x[k:k + 1])[tensor][0]
+        assert [t.hi for t in data.layers[0].grids[k].tiles] == pytest.approx(maps.max(axis=(1, 2)), abs=1e-5)
+    assert data.classes.startswith("not available: the model has no class output")
+
+
+def test_class_scores_that_need_another_input_leave_the_maps(tmp_path):
+    from onnx import TensorProto, helper
+
+    from builders import Net, save
+    net = Net(("N", 3, 16, 16))
+    net.conv(3, 4, name="c0")
+    net.act()
+    net.cur = net.node("GlobalAveragePool", [net.cur])
+    net.cur = net.node("Flatten", [net.cur])
+    net.cur = net.node("Mul", [net.cur, "scale"])  # the head needs a second model input
+    model = net.model(metadata={"onnxviz.preprocess": "unit"})
+    model.graph.input.append(helper.make_tensor_value_info("scale", TensorProto.FLOAT, [1, 4]))
+    path = save(model, tmp_path / "two.onnx")
+    data = build(str(path), photos(tmp_path, 1))
+    assert len(data.layers[0].grids) == 1
+    assert data.classes == ("not available: the class scores cannot be computed: these layers also need the "
+                            "model input(s) 'scale' besides 'input'; give them with feeds={name: array} (on "
+                            "the command line, --feed NAME=FILE.npy)")

@@ -211,6 +211,7 @@ def test_printed_every_layer_is_there(opened, demo_report):
     p.page.pdf(path=str(ARTIFACTS / "report_print.pdf"))
     assert (ARTIFACTS / "report_print.pdf").stat().st_size > 10_000
     print(f"printed: {ARTIFACTS / 'report_print.pdf'}")
+    p.shot("report_print.png")
     p.check()
 
 

@@ -163,6 +163,8 @@ def _filters(model, layer, encode):
 def _classes(model, values, pages, labels, top):
     """Predictions onto the pages; returns (scores or None, the page's sentence about them)."""
     try:
+        if isinstance(values, Exception):
+            raise values
         scores, out = class_scores(model, values=values)
     except UnsupportedModelError as e:
         if labels is not None:
@@ -215,10 +217,15 @@ def build(model, images, *, layers=None, labels=None, top: int = 5, max_channels
         warnings.simplefilter("always")
         pages, arrays = _decode(images)
         preset = resolve_preset(model, preprocess)
-        maps = model.feature_maps(arrays, chosen, preprocess=preset, size=size, max_bytes=max_bytes,
-                                  also=class_tensors(model))  # the maps and the class scores: one run
+        try:  # the maps and the class scores: one run
+            maps = model.feature_maps(arrays, chosen, preprocess=preset, size=size, max_bytes=max_bytes,
+                                      also=class_tensors(model))
+            values = maps.also
+        except (LayerError, UnsupportedModelError) as e:  # the scores need what the maps do not
+            maps = model.feature_maps(arrays, chosen, preprocess=preset, size=size, max_bytes=max_bytes)
+            values = UnsupportedModelError(f"the class scores cannot be computed: {e}")
         step()
-        scores, classes = _classes(model, maps.also, pages, labels, top)
+        scores, classes = _classes(model, values, pages, labels, top)
         step()
     notes = [f"image '{p.name}' is not used: {p.error}" for p in pages if p.error]
     for w in caught:  # said on the page, and passed on (the command line prints them)

@@ -42,12 +42,12 @@ def _e(value) -> str:
     return html.escape(str(value), quote=True)
 
 
-def _num(v) -> str:
+def _num(v, digits: int = 4) -> str:
     if v is None:
         return "-"
-    if isinstance(v, (int,)) or float(v).is_integer() and abs(v) < 1e6:
+    if isinstance(v, int) or (float(v).is_integer() and abs(v) < 1e6):
         return f"{int(v)}"
-    return f"{v:.4g}"
+    return f"{v:.{digits}g}"
 
 
 def _pct(p: float) -> str:
@@ -198,7 +198,7 @@ def _tile(t: Tile, full: tuple) -> str:
     attrs = (f'data-channel="{t.channel}" data-lo="{_e(_num(t.lo))}" data-hi="{_e(_num(t.hi))}" '
              f'data-mean="{_e(_num(t.mean))}" data-active="{t.active:.0%}" data-size="{_e(size)}"')
     return (f'<figure class="tile" tabindex="0" {attrs}>{_img(t.png, f"channel {t.channel}", t.width, t.height, cls)}'
-            f"<figcaption><b>{t.channel}</b><span>{_e(_num(t.lo))}–{_e(_num(t.hi))}</span></figcaption></figure>")
+            f"<figcaption><b>{t.channel}</b><span>{_e(_num(t.lo, 3))}–{_e(_num(t.hi, 3))}</span></figcaption></figure>")
 
 
 def _grid(g: MapGrid, image: ImagePage) -> str:

@@ -11,9 +11,9 @@ dataset    layer    the top-K dataset patches of ``onnxviz dataset … -o DIR`` 
 
 A provider takes the :class:`Context` and returns ``{layer name or image index: Section}``.
 Adding a kind is one function and one row of :data:`PROVIDERS`. The CAM and pattern
-methods are not part of this version of onnxviz: their providers say so on the page when
-asked for (the CAM one first says when the model has no class output, which is true of
-any version).
+methods are not part of this version of onnxviz: their providers say so on the page, and
+warn, when asked for (the CAM one first says when the model has no class output, which is
+true of any version).
 
 A dataset folder holds, as ``onnxviz dataset`` writes it: ``index.txt`` (one image path a
 line), and per layer ``<layer>.png`` (top-K patches, one row per channel) and ``<layer>.npz``
@@ -30,11 +30,12 @@ Known limits: a dataset PNG is embedded as it is (its size counts against the re
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..errors import OnnxvizError, listing
+from ..errors import OnnxvizError, OnnxvizWarning, listing
 from ..output import safe_name
 from .data import Picture, Section
 
@@ -60,21 +61,27 @@ def _everywhere(ctx: Context, scope: str, section: Section) -> dict:
     return {key: section for key in keys}
 
 
+def _unavailable(option: str, why: str) -> str:
+    """An option that was asked for and cannot be honoured: said on the page and as a warning."""
+    warnings.warn(f"{option}: {why}", OnnxvizWarning, stacklevel=3)
+    return why
+
+
 def cam_sections(ctx: Context) -> dict:
     title = "Class activation maps"
     method = ctx.options.get("cam")
     if not method:
         why = "not requested (give --cam METHOD)"
     elif ctx.scores is None:
-        why = "not available for a model without a class output"
+        why = _unavailable(f"--cam {method}", "not available for a model without a class output")
     else:
-        why = f"not available: this version of onnxviz has no class activation maps ('{method}' was asked for)"
+        why = _unavailable(f"--cam {method}", "not available: this version of onnxviz has no class activation maps")
     return _everywhere(ctx, "image", Section("cam", title, absent=why))
 
 
 def pattern_sections(ctx: Context) -> dict:
-    why = ("not available: this version of onnxviz has no filter patterns" if ctx.options.get("patterns")
-           else "not requested (give --patterns)")
+    why = (_unavailable("--patterns", "not available: this version of onnxviz has no filter patterns")
+           if ctx.options.get("patterns") else "not requested (give --patterns)")
     return _everywhere(ctx, "layer", Section("patterns", "Filter patterns", absent=why))
 
 
