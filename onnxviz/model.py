@@ -207,7 +207,7 @@ class Model:
         from .report.card import model_card
         from .report.html import model_card_html
 
-        return model_card_html(model_card(self), heading="h3")
+        return model_card_html(model_card(self), heading="h3", standalone=True)
 
     def files(self) -> list[str]:
         """Every file this model reads: its own and its initializers' external-data files.

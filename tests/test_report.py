@@ -180,6 +180,9 @@ def test_callers_sections_replace_the_statement_of_their_kind(model):
     with pytest.raises(onnxviz.LayerError, match=r"^sections: layer 'b1c1' is not in this report; its layers "
                                                  r"are: b1c2, b2c1$"):
         build(str(path), images, sections={"b1c1": [cam]})
+    with pytest.raises(onnxviz.OnnxvizError, match=r"^sections: image 2 is out of range; 2 images are given "
+                                                   r"\(0 to 1\)$"):
+        build(str(path), images, sections={2: [cam]})
 
 
 def test_dataset_folder_pictures_and_missing_layers(model, tmp_path):
@@ -229,7 +232,10 @@ def test_layer_table_grows_a_column_for_a_new_summary_field(model):
 
 def test_serial_and_parallel_encoding_give_the_same_page(model):
     path, _, images = model
-    assert render(build(str(path), images, workers=1)) == render(build(str(path), images, workers=4))
+    done = []
+    serial = render(build(str(path), images, workers=1, progress=done.append))
+    assert serial == render(build(str(path), images, workers=4))
+    assert done == [1, 2, 3, 4]  # the run, the classes, then each of the 2 layers
 
 
 def test_the_first_layer_filters_are_rgb(model, tmp_path):

@@ -11,14 +11,17 @@ every picture, and write one self-contained HTML file.
 Steps, in order: (1) every image is decoded on its own — one that fails is named on the page
 and the others go on (none left: :class:`~onnxviz.errors.ImageError`); (2) the layers' maps
 and the class scores, in one onnxruntime run (:mod:`onnxviz.classes`; a model without a
-class output says so on the page: its maps are still shown); (3) the names of the top classes; (4) per layer its filters, and per image its maps: the first
-``max_channels`` channels and the ``top_channels`` of highest mean
-(:mod:`onnxviz.stats`), each a colour-mapped palette PNG on its own scale; (5) the optional
-sections (:mod:`.sections`); (6) the page (:mod:`.html`), checked against ``max_size``, then
-written atomically through :mod:`onnxviz.output`.
+class output says so on the page, and its maps are still shown); (3) the names of the top
+classes; (4) per layer its filters, and per image its maps: the first ``max_channels``
+channels and the ``top_channels`` of highest mean (:mod:`onnxviz.stats`), each a
+colour-mapped palette PNG on its own scale; (5) the optional sections (:mod:`.sections`);
+(6) the page (:mod:`.html`), checked against ``max_size``, then written atomically through
+:mod:`onnxviz.output`.
 
-Pictures are encoded in a thread pool: zlib releases the GIL, and on 2 cores the VGG16 report
-encodes in 0.62 s instead of 1.03 s (``scripts/bench_report.py``, BENCHMARKS.md).
+Pictures are encoded in a thread pool (zlib releases the GIL): VGG16's 720 tiles took
+0.78 s with 2 threads and 0.90 s with 1 on a loaded 2-core machine (load average 8;
+``scripts/bench_report.py``, BENCHMARKS.md); the numpy normalisation stays on the caller's
+thread. The one run of (2) saves a second session and forward pass: 4.1 s in all, not 5.9.
 
 A layer's maps for one image are downscaled by an integer factor, each pixel the mean of a
 block, when they would take more than :data:`MAX_GRID_PIXELS` (or a map more than
@@ -59,7 +62,7 @@ from .sections import PROVIDERS, Context, check_dataset
 __all__ = ["build", "report", "MAX_SIZE", "MAX_GRID_PIXELS", "MAX_SIDE"]
 
 #: The largest report written by default (``max_size=``, ``--max-size``): VGG16 with 2
-#: images and its 5 default layers is ~7 MB.
+#: images and its 5 default layers is 8.2 MB.
 MAX_SIZE = 25 * 2**20
 #: One layer's maps for one image are downscaled above this many pixels in all.
 MAX_GRID_PIXELS = 4_000_000
@@ -68,7 +71,9 @@ MAX_SIDE = 1024
 
 
 def _name(src, k: int) -> str:
-    return os.path.basename(os.fspath(src)) or os.fspath(src) if isinstance(src, (str, os.PathLike)) else f"image {k}"
+    if isinstance(src, (str, os.PathLike)):
+        return os.path.basename(os.fspath(src)) or os.fspath(src)
+    return f"image {k}"
 
 
 def _decode(images) -> tuple[list[ImagePage], list[np.ndarray]]:
@@ -109,9 +114,11 @@ def _indices(maps: np.ndarray, lo: np.ndarray, hi: np.ndarray, f: int) -> np.nda
     k, h, w = maps.shape
     if f > 1:
         maps = maps[:, :h // f * f, :w // f * f].reshape(k, h // f, f, w // f, f).mean(axis=(2, 4))
+    finite = np.isfinite(lo).all() and np.isfinite(hi).all()  # then so is every value between
     lo, span = lo[:, None, None], (hi - lo)[:, None, None]
     unit = np.divide(maps - lo, span, out=np.zeros(maps.shape, np.float32), where=span > 0)
-    return (np.nan_to_num(np.clip(unit, 0, 1)) * 255 + 0.5).astype(np.uint8)
+    unit = np.clip(unit, 0, 1, out=unit) if finite else np.nan_to_num(np.clip(unit, 0, 1))
+    return (unit * 255 + 0.5).astype(np.uint8)
 
 
 class _Grid:
@@ -160,17 +167,18 @@ def _filters(model, layer, encode):
     return (title, encode([img], picture=True)[0]), ""
 
 
-def _classes(model, values, pages, labels, top):
+def _classes(model, values, failure: str, pages, labels, top):
     """Predictions onto the pages; returns (scores or None, the page's sentence about them)."""
-    try:
-        if isinstance(values, Exception):
-            raise values
-        scores, out = class_scores(model, values=values)
-    except UnsupportedModelError as e:
+    if values is not None:
+        try:
+            scores, out = class_scores(model, values=values)
+        except UnsupportedModelError as e:
+            failure = str(e)
+    if failure:
         if labels is not None:
             warnings.warn(f"labels '{labels}' are not used: the model has no class output", OnnxvizWarning,
                           stacklevel=3)
-        return None, f"not available: {e}"
+        return None, f"not available: {failure}"
     names = read_labels(model, labels, scores.shape[1])
     for page, rows in zip([p for p in pages if not p.error], top_classes(scores, top, names, out.softmax)):
         page.predictions = rows
@@ -181,63 +189,38 @@ def _classes(model, values, pages, labels, top):
     return scores, f"scores are {what}; class names: {source}"
 
 
-def build(model, images, *, layers=None, labels=None, top: int = 5, max_channels: int = 64,
-          top_channels: int = 8, preprocess=None, size=None, cam=None, patterns: bool = False,
-          dataset=None, sections=None, max_bytes=None, workers: int | None = None, progress=None) -> Report:
-    """A :class:`~onnxviz.report.data.Report` for ``model`` (a :class:`Model` or a path) and
-    ``images`` (what :meth:`Model.feature_maps` takes, one or a list).
+def _run(model, images, chosen, preprocess, size, max_bytes):
+    """Decode, then the maps and the class scores in one run: (pages, arrays, preset, maps,
+    class values or None, why there are none)."""
+    pages, arrays = _decode(images)
+    preset = resolve_preset(model, preprocess)
+    kw = dict(preprocess=preset, size=size, max_bytes=max_bytes)
+    try:
+        maps = model.feature_maps(arrays, chosen, also=class_tensors(model), **kw)
+        return pages, arrays, preset, maps, maps.also, ""
+    except (LayerError, UnsupportedModelError) as e:  # the scores need what the maps do not
+        return (pages, arrays, preset, model.feature_maps(arrays, chosen, **kw), None,
+                f"the class scores cannot be computed: {e}")
 
-    ``layers``: layer keys (default: the last conv of every stage). ``labels``: a file of class
-    names, one a line. ``top``: classes listed per image. ``max_channels``: maps shown per
-    layer and image. ``top_channels``: the channels ranked by mean shown per layer and image.
-    ``cam``, ``patterns``, ``dataset``: the optional sections (:mod:`.sections`).
-    ``sections``: ``{layer key or image index: [Section, …]}`` of the caller's own, placed
-    there (replacing the report's statement of the same kind). ``workers``: threads encoding
-    PNGs (default: one per core). ``progress``: a callable(done) called as steps finish.
-    """
-    model = model if isinstance(model, Model) else load(model)
-    if model.input is None or len(model.input.shape) != 4:
-        raise UnsupportedModelError(f"a report needs a model with an image input (rank 4); "
-                                    f"'{model.path}' takes {list(model.input.shape) if model.input else 'no input'}")
-    if dataset is not None:
-        dataset = check_dataset(dataset)
-    if labels is not None:
-        read_labels(model, labels)  # a missing or unreadable file, before any work
-    chosen = model.select(layers) if layers else model.stage_ends()
-    placed = _placed(model, chosen, sections)
-    done = 0  # steps: the run, the classes, then one per layer (the caller's bar counts 2 + layers)
 
-    def step():
-        nonlocal done
-        done += 1
-        if progress:
-            progress(done)
-
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        pages, arrays = _decode(images)
-        preset = resolve_preset(model, preprocess)
-        try:  # the maps and the class scores: one run
-            maps = model.feature_maps(arrays, chosen, preprocess=preset, size=size, max_bytes=max_bytes,
-                                      also=class_tensors(model))
-            values = maps.also
-        except (LayerError, UnsupportedModelError) as e:  # the scores need what the maps do not
-            maps = model.feature_maps(arrays, chosen, preprocess=preset, size=size, max_bytes=max_bytes)
-            values = UnsupportedModelError(f"the class scores cannot be computed: {e}")
-        step()
-        scores, classes = _classes(model, values, pages, labels, top)
-        step()
+def _notes(pages, caught) -> list[str]:
+    """Unused images and onnxviz's warnings, one line each: for the page, and warned again
+    (the command line prints them); other warnings are passed on as they were."""
     notes = [f"image '{p.name}' is not used: {p.error}" for p in pages if p.error]
-    for w in caught:  # said on the page, and passed on (the command line prints them)
+    for w in caught:
         if issubclass(w.category, OnnxvizWarning):
             notes.append(str(w.message))
         else:
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     notes = list(dict.fromkeys(notes))
     for note in notes:
-        warnings.warn(note, OnnxvizWarning, stacklevel=2)
+        warnings.warn(note, OnnxvizWarning, stacklevel=3)
+    return notes
+
+
+def _draw(model, chosen, maps, pages, arrays, hw, max_channels, top_channels, workers, step):
+    """Every picture, encoded in a thread pool: (layer pages, the first layer's filters or None)."""
     used = [k for k, p in enumerate(pages) if not p.error]
-    hw = _input_hw(model, size)
     palette = lut("viridis")
     with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
         def encode(items, picture=False):
@@ -252,9 +235,9 @@ def build(model, images, *, layers=None, labels=None, top: int = 5, max_channels
             fm = maps[layer.name]
             page = LayerPage(layer.as_dict())
             filters, page.filters_note = _filters(model, layer, encode)
-            pending.append((page, filters, _grids(fm, max_channels, top_channels, encode) if fm.ndim == 4 else []))
             if fm.ndim != 4:
                 page.maps_note = f"not shown: maps of shape {fm.shape} are not (N, C, H, W)"
+            pending.append((page, filters, _grids(fm, max_channels, top_channels, encode) if fm.ndim == 4 else []))
             layer_pages.append(page)
             step()
         for k, future in zip(used, photos):  # every encoding is submitted: now wait for them
@@ -266,6 +249,52 @@ def build(model, images, *, layers=None, labels=None, top: int = 5, max_channels
             title = first_filters[0]
             first_filters = Picture(f"First layer {first.name}: {title[0].lower()}{title[1:]}",
                                     first_filters[1].result())
+    return layer_pages, first_filters
+
+
+def build(model, images, *, layers=None, labels=None, top: int = 5, max_channels: int = 64,
+          top_channels: int = 8, preprocess=None, size=None, cam=None, patterns: bool = False,
+          dataset=None, sections=None, max_bytes=None, workers: int | None = None, progress=None) -> Report:
+    """A :class:`~onnxviz.report.data.Report` for ``model`` (a :class:`Model` or a path) and
+    ``images`` (what :meth:`Model.feature_maps` takes, one or a list).
+
+    ``layers``: layer keys (default: the last conv of every stage). ``labels``: a file of class
+    names, one a line. ``top``: classes listed per image. ``max_channels``: maps shown per
+    layer and image. ``top_channels``: the channels ranked by mean shown per layer and image.
+    ``cam``, ``patterns``, ``dataset``: the optional sections (:mod:`.sections`).
+    ``sections``: ``{layer key or image index: [Section, …]}`` of the caller's own, placed
+    there (replacing the report's statement of the same kind). ``workers``: threads encoding
+    PNGs (default: one per core). ``progress``: a callable(done), called after the run, the
+    classes and each layer (2 + layers steps).
+    """
+    model = model if isinstance(model, Model) else load(model)
+    if model.input is None or len(model.input.shape) != 4:
+        raise UnsupportedModelError(f"a report needs a model with an image input (rank 4); "
+                                    f"'{model.path}' takes {list(model.input.shape) if model.input else 'no input'}")
+    if dataset is not None:
+        dataset = check_dataset(dataset)
+    if labels is not None:
+        read_labels(model, labels)  # a missing or unreadable file, before any work
+    chosen = model.select(layers) if layers else model.stage_ends()
+    n_images = len(images) if isinstance(images, (list, tuple)) else 1
+    placed = _placed(model, chosen, sections, n_images)
+    done = 0
+
+    def step():
+        nonlocal done
+        done += 1
+        if progress:
+            progress(done)
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        pages, arrays, preset, maps, values, failure = _run(model, images, chosen, preprocess, size, max_bytes)
+        step()
+        scores, classes = _classes(model, values, failure, pages, labels, top)
+        step()
+    notes = _notes(pages, caught)
+    layer_pages, first_filters = _draw(model, chosen, maps, pages, arrays, _input_hw(model, size), max_channels,
+                                       top_channels, workers, step)
     ctx = Context(model, chosen, pages, scores, {"cam": cam, "patterns": patterns, "dataset": dataset})
     by_name = {p.row["name"]: p for p in layer_pages}
     for _, scope, provider in PROVIDERS:
@@ -285,11 +314,14 @@ def _input_hw(model, size) -> tuple:
     return (int(size), int(size)) if np.isscalar(size) else (int(size[0]), int(size[1]))
 
 
-def _placed(model, chosen, sections) -> dict:
+def _placed(model, chosen, sections, n_images: int) -> dict:
     """The caller's ``sections``, keys checked: image indices as given, layer keys → names."""
     out = {}
     for key, extra in (sections or {}).items():
         if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
+            if not 0 <= key < n_images:
+                raise OnnxvizError(f"sections: image {key} is out of range; {n_images} "
+                                   f"image{'s are' if n_images != 1 else ' is'} given (0 to {n_images - 1})")
             out[int(key)] = list(extra)
             continue
         layer = model.layer(key)

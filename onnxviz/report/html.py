@@ -149,11 +149,17 @@ def _card_facts(card: dict) -> list[tuple[str, str]]:
     return facts
 
 
-def model_card_html(card: dict, heading: str = "h2") -> str:
+#: The card's own few rules, for a notebook (the report has its style sheet).
+_CARD_STYLE = ("<style>.onnxviz-card dl{display:grid;grid-template-columns:max-content 1fr;gap:0 1em}"
+               ".onnxviz-card dd{margin:0}.onnxviz-card dt{opacity:.7}</style>")
+
+
+def model_card_html(card: dict, heading: str = "h2", standalone: bool = False) -> str:
     """The model card (facts, metadata, layer table) as an HTML fragment; :class:`Model`'s
-    ``_repr_html_`` shows it in notebooks."""
+    ``_repr_html_`` shows it in notebooks (``standalone``: with its own few style rules)."""
     facts = "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in _card_facts(card))
-    return (f'<div class="onnxviz-card"><{heading}>Model <code>{_e(card.get("file", ""))}</code></{heading}>'
+    return (f'<div class="onnxviz-card">{_CARD_STYLE if standalone else ""}<{heading}>Model '
+            f'<code>{_e(card.get("file", ""))}</code></{heading}>'
             f'<dl class="card">{facts}</dl>{_layer_table(card.get("layers", []))}</div>')
 
 
