@@ -22,12 +22,17 @@ __all__ = [
     "load", "Model", "Layer", "plot_filters", "plot_feature_maps", "save_png",
     "OnnxvizError", "ModelError", "UnsupportedModelError", "LayerError", "ImageError",
     "OutputError", "ResourceError", "OnnxvizWarning", "__version__",
+    "report",
 ]
 
 _LAZY = {"plot_filters": "render", "plot_feature_maps": "render", "save_png": "render"}
 
 
 def __getattr__(name):
+    if name == "report":  # the package onnxviz.report, callable as report(model, images, path, **kw)
+        import importlib
+
+        return importlib.import_module(".report", __name__)
     if name in _LAZY:
         import importlib
 

@@ -7,6 +7,9 @@
     onnxviz check    MODEL [IMAGE] [--preprocess P] [--size H W] [--max-memory SIZE]
                      [--feed NAME=FILE.npy]... [--json]
     onnxviz demo     [-o OUTDIR]
+    onnxviz report   MODEL IMAGE... [--layer L]... [--labels FILE] [--cam METHOD] [--patterns]
+                     [--dataset DIR] [--max N] [--top K] [--top-channels K] [--preprocess P]
+                     [--size H W] [--max-memory SIZE] [--max-size SIZE] -o REPORT.html
 
 IMAGE may be a ``.npy`` array of the model input's shape, fed as is (1-D and 3-D conv nets).
 
@@ -110,7 +113,58 @@ def _parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", parents=[common], help="the whole tour on the shipped demo model, offline")
     d.add_argument("-o", "--output", default="onnxviz-demo", metavar="OUTDIR",
                    help="folder to write into (default ./onnxviz-demo)")
+    _report_parser(sub, common, layer_help)
     return p
+
+
+# ---------------------------------------------------------------- onnxviz report (issue 14)
+
+def _report_parser(sub, common, layer_help: str) -> None:
+    r = sub.add_parser("report", parents=[common],
+                       help="one self-contained HTML page: model card, filters, maps, classes")
+    r.add_argument("model", metavar="MODEL")
+    r.add_argument("image", metavar="IMAGE", nargs="+", help="images to show the model (one that cannot "
+                   "be decoded is named in the report, and the others go on)")
+    r.add_argument("--layer", action="append", metavar="L",
+                   help=layer_help + "; default: the last conv of every stage")
+    r.add_argument("--labels", metavar="FILE", help="class names, one a line (default: the model's "
+                   "onnxviz.labels metadata, else class indices)")
+    r.add_argument("--cam", metavar="METHOD", help="class activation maps for the top classes")
+    r.add_argument("--patterns", action="store_true", help="what each filter responds to (gradient ascent)")
+    r.add_argument("--dataset", metavar="DIR", help="the -o folder of 'onnxviz dataset': its top-K patches")
+    r.add_argument("--max", type=_positive, default=64, metavar="N", help="maps per layer and image (default 64)")
+    r.add_argument("--top", type=_positive, default=5, metavar="K", help="classes listed per image (default 5)")
+    r.add_argument("--top-channels", type=_positive, default=8, metavar="K",
+                   help="channels ranked by mean activation, per layer and image (default 8)")
+    r.add_argument("--preprocess", choices=PRESETS, metavar="P",
+                   help=f"one of {', '.join(PRESETS)} (default: the model's metadata, else raw)")
+    r.add_argument("--size", type=_positive, nargs=2, metavar=("H", "W"),
+                   help="input size for models with dynamic spatial dims")
+    r.add_argument("--max-memory", type=_size, metavar="SIZE",
+                   help="refuse, before running, maps that would need more memory than this (default 2G)")
+    r.add_argument("--max-size", type=_size, metavar="SIZE",
+                   help="refuse a report larger than this, naming what to drop (default 25M)")
+    r.add_argument("-o", "--output", required=True, metavar="REPORT.html", help="HTML file to write")
+
+
+def _report(args) -> int:
+    import os
+
+    from .errors import format_bytes
+    from .model import load
+    from .output import check_target
+    from .report import MAX_SIZE, report
+
+    check_target(args.output, protect=[args.model, *args.image])
+    model = load(args.model)
+    layers = model.select(args.layer) if args.layer else model.stage_ends()
+    path = report(model, args.image, args.output, layers=layers, labels=args.labels, cam=args.cam,
+                  patterns=args.patterns, dataset=args.dataset, max_channels=args.max, top=args.top,
+                  top_channels=args.top_channels, preprocess=args.preprocess,
+                  size=tuple(args.size) if args.size else None, max_bytes=args.max_memory,
+                  max_size=args.max_size or MAX_SIZE, progress=progress(args, 2 + len(layers), "report"))
+    print(f"wrote {path}  ({format_bytes(os.path.getsize(path))}, {len(layers)} layers)")
+    return 0
 
 
 def _summary(args) -> int:
@@ -280,7 +334,7 @@ def _demo(args) -> int:
 
 
 _COMMANDS = {"summary": _summary, "filters": _filters, "features": _features, "check": _check,
-             "demo": _demo}
+             "demo": _demo, "report": _report}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -46,6 +46,7 @@ size is counted as large as its node's inputs, a guess the refusal message owns 
 from __future__ import annotations
 
 import warnings
+from types import MappingProxyType
 
 import numpy as np
 import onnx
@@ -58,11 +59,33 @@ from .graph.chain import QLINEAR_ACTIVATIONS, convinteger_scaling
 from .graph.index import META, dims, node_attr
 from .graph.rewrite import sub_model
 from .graph.weights import constant_value, dequantize
+from .render.notebook import Pictured
 
-__all__ = ["feature_maps", "resolve_preset"]
+__all__ = ["feature_maps", "resolve_preset", "input_tensor", "run_tensors", "FeatureMaps"]
 
 _NP_TYPES = {onnx.TensorProto.FLOAT: np.float32, onnx.TensorProto.FLOAT16: np.float16,
              onnx.TensorProto.DOUBLE: np.float64}
+
+
+class FeatureMaps(dict, Pictured):
+    """What :func:`feature_maps` returns: a plain ``{layer name: float32 (N, C, H, W)}`` dict
+    that a notebook shows as pictures, one mosaic per layer and image (see
+    :mod:`onnxviz.render.notebook`). ``also``: the values of the extra tensors asked for."""
+
+    also = MappingProxyType({})  # set per result by feature_maps(..., also=...)
+
+    def _pictures(self) -> list:
+        from .render.mosaic import feature_map_image
+
+        def draw(name, maps, k):
+            return lambda: feature_map_image(maps, name, image=k, spatial=maps.ndim - 2)
+
+        pictures = []
+        for name, maps in self.items():
+            for k in range(len(maps)):
+                title = f"{name} (image {k})" if len(maps) > 1 else name
+                pictures.append((title, draw(title, maps, k)))
+        return pictures
 
 
 def resolve_preset(model, preprocess_name: str | None) -> str:
@@ -98,6 +121,31 @@ def _input_size(model, size) -> tuple[int, int]:
         raise ImageError(f"model '{model.path}' has a fixed input size {inp.size[0]}×{inp.size[1]}; "
                          f"size {h}×{w} cannot be used")
     return h, w
+
+
+def _channels(inp) -> int:
+    """Channels of the image input: its static channel dim, else 3."""
+    c_dim = inp.shape[3] if inp.layout == "NHWC" else inp.shape[1]
+    return c_dim if isinstance(c_dim, int) and c_dim > 0 else 3
+
+
+def input_tensor(model, images, *, preprocess=None, size=None) -> np.ndarray:
+    """The input tensor ``feature_maps`` would feed for ``images``: decoded, resized to the
+    model's input size (or ``size``), preprocessed (``preprocess``, else the model's metadata)
+    and laid out as the input wants, in its dtype.
+
+    >>> input_tensor(m, ["cat.jpg", "dog.png"]).shape                  # doctest: +SKIP
+    (2, 224, 224, 3)
+
+    Known limits: rank-4 (image) inputs of a float type only, as :func:`feature_maps`.
+    """
+    inp = model.input
+    dtype = _NP_TYPES.get(inp.elem_type) if inp is not None else None
+    if inp is None or len(inp.shape) != 4 or dtype is None:
+        raise ImageError(f"the model input {repr(inp.name) if inp else '(none)'} does not take images "
+                         "(a rank-4 float input does)")
+    return prep.to_tensor(images, size=_input_size(model, size), layout=inp.layout,
+                          preset=resolve_preset(model, preprocess), channels=_channels(inp), dtype=dtype)
 
 
 def _fit(value, name: str, shape: tuple, elem_type: int, what: str, batch_free: bool) -> np.ndarray:
@@ -214,59 +262,17 @@ def _session(model, tensors: tuple):
     return sess
 
 
-def feature_maps(model, images, layers=None, *, preprocess=None, size=None,
-                 raw_conv: bool = False, feeds=None, max_bytes=None) -> dict:
-    """``{layer name: float32 (N, C, H, W)}`` for ``images`` at ``layers`` (``None``: all).
 
-    ``images``: a path, PIL image, ``H×W×C`` array, or a list of them (a batch); or a
-    ready input tensor, a numpy array whose ``ndim`` is the input's rank (fed as is after a
-    dtype cast; the only way to feed a 1-D or 3-D conv net).
-    ``preprocess``: a preset name (see :mod:`onnxviz.preprocess`), or ``None`` for the
-    model's metadata (else a warning and ``raw``). ``size``: ``(H, W)`` for models whose
-    spatial dims are dynamic. ``raw_conv``: the conv output before bias/BN/activation;
-    for quantized convs (QDQ ``Conv``, ``QLinearConv``, ``ConvInteger``) see the table in
-    :mod:`onnxviz.model` — in a QDQ model it costs onnxruntime's quantized fusion.
-    ``feeds``: ``{input name: array}`` for the model's other inputs, if the layers need them.
-    ``max_bytes``: the memory budget (bytes, or ``"4G"``; default :data:`MAX_BYTES`, or the
-    ``ONNXVIZ_MAX_BYTES`` environment variable): a call whose input, maps and intermediate
-    tensors would need more (shape inference at the actual input shape; see :func:`onnxviz.budget.estimate`)
-    raises :class:`~onnxviz.errors.ResourceError` before anything is computed.
+def run_tensors(model, x: np.ndarray, tensors: tuple, extra: dict | None = None) -> list:
+    """The values of ``tensors`` for the ready input tensor ``x`` (and ``extra`` feeds), as
+    onnxruntime gives them, from a cached pruned session; a fixed batch size is filled in chunks.
+
+    >>> run_tensors(m, x, ("block1_conv1/Relu:0",))[0].shape         # doctest: +SKIP
+    (2, 64, 224, 224)
     """
-    chosen = model.select(layers)
-    inp = model.input
-    if inp is None:
-        raise ModelError(f"'{model.path}' has no graph input to feed an image to")
-    dtype = _NP_TYPES.get(inp.elem_type)
-    if dtype is None:
-        known = inp.elem_type in onnx.TensorProto.DataType.values()
-        raise UnsupportedModelError(
-            f"the model input '{inp.name}' has element type "
-            f"{onnx.TensorProto.DataType.Name(inp.elem_type) if known else inp.elem_type}; onnxviz feeds float inputs")
-    tensors = [_fetched(model, layer, raw_conv) for layer in chosen]
-    unique = tuple(dict.fromkeys(tensors))
-    rank = len(inp.shape)
-    if isinstance(images, np.ndarray) and (images.ndim == rank or (not rank and images.ndim >= 4)):
-        if preprocess is not None or size is not None:
-            raise ImageError(f"an input array of shape {tuple(images.shape)} is fed to '{inp.name}' "
-                             "as is; preprocess= and size= apply to images only (drop them)")
-        x = _ready_tensor(model, images)
-        extra = _other_feeds(model, feeds)
-        check_budget(model, unique, x.shape, max_bytes, extra)
-    elif rank != 4:
-        raise ImageError(
-            f"the model input '{inp.name}' has shape {list(inp.shape)} (rank {rank}) and cannot "
-            "take an image; pass a numpy array of that shape instead (a .npy file on the command line)")
-    else:
-        preset = resolve_preset(model, preprocess)
-        hw = _input_size(model, size)
-        c_dim = inp.shape[3] if inp.layout == "NHWC" else inp.shape[1]
-        channels = c_dim if isinstance(c_dim, int) and c_dim > 0 else 3
-        n = len(images) if isinstance(images, (list, tuple)) else 1
-        extra = _other_feeds(model, feeds)
-        check_budget(model, unique, (n, *hw, channels) if inp.layout == "NHWC" else (n, channels, *hw),
-                      max_bytes, extra, images=True)
-        x = prep.to_tensor(images, size=hw, layout=inp.layout, preset=preset, channels=channels, dtype=dtype)
-    sess = _session(model, unique)
+    inp, extra = model.input, extra or {}
+    tensors = tuple(tensors)
+    sess = _session(model, tensors)
     needed = [i.name for i in sess.get_inputs()]
     missing = [n for n in needed if n != inp.name and n not in extra]
     if missing:
@@ -283,12 +289,71 @@ def feature_maps(model, images, layers=None, *, preprocess=None, size=None,
         pad = step - len(part)
         if pad:  # a fixed batch size: fill the last chunk, drop the filler after
             part = np.concatenate([part, np.zeros((pad,) + part.shape[1:], part.dtype)])
-        out = runtime.run(sess, {**others, **({inp.name: part} if feed_image else {})}, list(unique))
+        out = runtime.run(sess, {**others, **({inp.name: part} if feed_image else {})}, list(tensors))
         chunks.append([o[:len(o) - pad] if pad else o for o in out])
     values = [np.concatenate([c[i] for c in chunks]) if len(chunks) > 1 else chunks[0][i]
-              for i in range(len(unique))]
+              for i in range(len(tensors))]
+    return values
+
+
+def feature_maps(model, images, layers=None, *, preprocess=None, size=None,
+                 raw_conv: bool = False, feeds=None, max_bytes=None, also=()) -> dict:
+    """``{layer name: float32 (N, C, H, W)}`` for ``images`` at ``layers`` (``None``: all).
+
+    ``images``: a path, PIL image, ``H×W×C`` array, or a list of them (a batch); or a
+    ready input tensor, a numpy array whose ``ndim`` is the input's rank (fed as is after a
+    dtype cast; the only way to feed a 1-D or 3-D conv net).
+    ``preprocess``: a preset name (see :mod:`onnxviz.preprocess`), or ``None`` for the
+    model's metadata (else a warning and ``raw``). ``size``: ``(H, W)`` for models whose
+    spatial dims are dynamic. ``raw_conv``: the conv output before bias/BN/activation;
+    for quantized convs (QDQ ``Conv``, ``QLinearConv``, ``ConvInteger``) see the table in
+    :mod:`onnxviz.model` — in a QDQ model it costs onnxruntime's quantized fusion.
+    ``feeds``: ``{input name: array}`` for the model's other inputs, if the layers need them.
+    ``max_bytes``: the memory budget (bytes, or ``"4G"``; default :data:`MAX_BYTES`, or the
+    ``ONNXVIZ_MAX_BYTES`` environment variable): a call whose input, maps and intermediate
+    tensors would need more (shape inference at the actual input shape; see :func:`onnxviz.budget.estimate`)
+    raises :class:`~onnxviz.errors.ResourceError` before anything is computed.
+    ``also``: other tensor names to fetch in the same run (the class scores, for a report);
+    their float32 values are the result's ``also`` dict, not keys of the result.
+    """
+    chosen = model.select(layers)
+    inp = model.input
+    if inp is None:
+        raise ModelError(f"'{model.path}' has no graph input to feed an image to")
+    dtype = _NP_TYPES.get(inp.elem_type)
+    if dtype is None:
+        known = inp.elem_type in onnx.TensorProto.DataType.values()
+        raise UnsupportedModelError(
+            f"the model input '{inp.name}' has element type "
+            f"{onnx.TensorProto.DataType.Name(inp.elem_type) if known else inp.elem_type}; onnxviz feeds float inputs")
+    tensors = [_fetched(model, layer, raw_conv) for layer in chosen]
+    unique = tuple(dict.fromkeys([*tensors, *also]))
+    rank = len(inp.shape)
+    if isinstance(images, np.ndarray) and (images.ndim == rank or (not rank and images.ndim >= 4)):
+        if preprocess is not None or size is not None:
+            raise ImageError(f"an input array of shape {tuple(images.shape)} is fed to '{inp.name}' "
+                             "as is; preprocess= and size= apply to images only (drop them)")
+        x = _ready_tensor(model, images)
+        extra = _other_feeds(model, feeds)
+        check_budget(model, unique, x.shape, max_bytes, extra)
+    elif rank != 4:
+        raise ImageError(
+            f"the model input '{inp.name}' has shape {list(inp.shape)} (rank {rank}) and cannot "
+            "take an image; pass a numpy array of that shape instead (a .npy file on the command line)")
+    else:
+        preset = resolve_preset(model, preprocess)
+        hw = _input_size(model, size)
+        channels = _channels(inp)
+        n = len(images) if isinstance(images, (list, tuple)) else 1
+        extra = _other_feeds(model, feeds)
+        check_budget(model, unique, (n, *hw, channels) if inp.layout == "NHWC" else (n, channels, *hw),
+                      max_bytes, extra, images=True)
+        x = prep.to_tensor(images, size=hw, layout=inp.layout, preset=preset, channels=channels, dtype=dtype)
+    values = run_tensors(model, x, unique, extra)
     owner = {t: layer.name for layer, t in reversed(list(zip(chosen, tensors)))}
-    by_tensor = {t: _as_float(model, t, v, owner[t]) for t, v in zip(unique, values)}
-    return {layer.name: by_tensor[t] for layer, t in zip(chosen, tensors)}
+    by_tensor = {t: _as_float(model, t, v, owner.get(t, t)) for t, v in zip(unique, values)}
+    result = FeatureMaps((layer.name, by_tensor[t]) for layer, t in zip(chosen, tensors))
+    result.also = {t: by_tensor[t] for t in also}
+    return result
 
 

@@ -202,6 +202,13 @@ class Model:
     def __repr__(self) -> str:
         return f"<onnxviz.Model '{self.path}': {len(self.layers)} conv layers>"
 
+    def _repr_html_(self) -> str:
+        """The model card and the layer table, for notebooks (HTML from :mod:`onnxviz.report.html`)."""
+        from .report.card import model_card
+        from .report.html import model_card_html
+
+        return model_card_html(model_card(self), heading="h3", standalone=True)
+
     def files(self) -> list[str]:
         """Every file this model reads: its own and its initializers' external-data files.
 
@@ -290,16 +297,17 @@ class Model:
         return conv_filters(self._index, self.layer(layer))
 
     def feature_maps(self, images, layers=None, *, preprocess=None, size=None, raw_conv=False,
-                     feeds=None, max_bytes=None) -> dict:
+                     feeds=None, max_bytes=None, also=()) -> dict:
         """``{layer name: float32 (N, C, H, W)}`` for an image or a batch of them.
 
         ``images`` may also be a ready input tensor (an array of the input's rank), and
         ``feeds={name: array}`` gives the model's other inputs; ``max_bytes`` is the memory
-        budget. See :func:`onnxviz.features.feature_maps`.
+        budget; ``also`` other tensors fetched in the same run (the result's ``also`` dict).
+        See :func:`onnxviz.features.feature_maps`.
         """
         from .features import feature_maps
         return feature_maps(self, images, layers, preprocess=preprocess, size=size, raw_conv=raw_conv,
-                            feeds=feeds, max_bytes=max_bytes)
+                            feeds=feeds, max_bytes=max_bytes, also=also)
 
     def summary_text(self) -> str:
         """The layer table ``onnxviz summary`` prints: file, input, one row per conv."""

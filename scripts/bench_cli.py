@@ -31,14 +31,21 @@ def measure(argv: list[str]) -> tuple[float, float]:
     return wall, usage.ru_maxrss / 1024
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def options(doc: str, argv=None) -> argparse.Namespace:
+    """``--runs``, ``--model`` (the random VGG16, made if it is missing) and ``--markdown``:
+    what the benchmark scripts share."""
+    p = argparse.ArgumentParser(description=doc.splitlines()[0])
     p.add_argument("--runs", type=int, default=5)
     p.add_argument("--model", default=os.path.join(tempfile.gettempdir(), "vgg16_random.onnx"))
-    p.add_argument("--markdown", action="store_true", help="print a Markdown table")
+    p.add_argument("--markdown", action="store_true", help="print Markdown tables")
     args = p.parse_args(argv)
     if not os.path.exists(args.model):
         subprocess.run([sys.executable, os.path.join(HERE, "make_random_vgg16.py"), "-o", args.model], check=True)
+    return args
+
+
+def main(argv=None) -> int:
+    args = options(__doc__, argv)
     import matplotlib.cbook
 
     photo = matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)

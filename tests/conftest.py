@@ -60,3 +60,26 @@ def image(tmp_path):
     p = tmp_path / "img.png"
     Image.fromarray(arr).save(p)
     return p, arr
+
+
+@pytest.fixture(scope="session")
+def vgg16_report(tmp_path_factory):
+    """The report of a VGG16-shaped model with random weights (scripts/make_random_vgg16.py, top
+    included): 2 images (matplotlib's photo, the demo sample), its 5 default layers."""
+    import matplotlib.cbook
+
+    import onnxviz
+    scripts = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts")
+    sys.path.insert(0, scripts)
+    try:
+        import make_random_vgg16
+    finally:
+        sys.path.remove(scripts)
+    folder = tmp_path_factory.mktemp("vgg16")
+    onnx.save(make_random_vgg16.build(include_top=True), str(folder / "vgg16_random.onnx"))
+    images = [matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False),
+              os.path.join(scripts, "..", "models", "demo_sample.png")]
+    data = onnxviz.report.build(str(folder / "vgg16_random.onnx"), images)
+    path = folder / "vgg16 report.html"
+    path.write_text(onnxviz.report.html.render(data), encoding="utf-8")
+    return path, data

@@ -67,7 +67,7 @@ def test_stored_colour_tables_are_matplotlibs(name):
 @pytest.mark.parametrize("shape", [(1, 1, 3), (5, 7, 3), (40, 33, 3)])
 def test_png_writer_round_trips(shape, tmp_path):
     rgb = np.random.default_rng(1).integers(0, 256, shape, dtype=np.uint8)
-    with Image.open(io.BytesIO(render.png._png_rgb(rgb))) as img:
+    with Image.open(io.BytesIO(render.encode._png_rgb(rgb))) as img:
         assert img.mode == "RGB" and img.size == (shape[1], shape[0])
         np.testing.assert_array_equal(np.asarray(img), rgb)
     path = render.save_png(Image.fromarray(rgb), tmp_path / "x.png")

@@ -155,3 +155,14 @@ def test_read_tensor_external_types_and_truncation(tmp_path):
         read_tensor(tensors[5], str(tmp_path))
     with pytest.raises(onnxviz.ModelError, match="of initializer 'bf' is truncated"):
         read_tensor(bf16, str(tmp_path))
+
+
+def test_a_scale_that_does_not_broadcast_is_a_model_error():
+    """Found by a fuzz run: a (1, 4) scale against 4×3×3×3 filters was a bare ValueError."""
+    from onnxviz.errors import ModelError
+    from onnxviz.graph.weights import dequantize
+
+    with pytest.raises(ModelError, match=r"a scale or zero point of shape \(1, 4\) does not fit a tensor of "
+                                         r"shape \(4, 3, 3, 3\); DequantizeLinear takes a scalar or a 1-D"):
+        dequantize(np.zeros((4, 3, 3, 3), np.int8), np.ones((1, 4), np.float32), None, 0)
+    assert dequantize(np.full((2, 3), 4, np.int8), np.float32(0.5), np.int8(2)).tolist() == [[1.0] * 3] * 2

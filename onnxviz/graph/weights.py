@@ -222,6 +222,13 @@ def dequantize(x, scale, zero_point, axis: int = 1) -> np.ndarray:
             shape = [1] * x.ndim
             shape[axis % x.ndim] = v.size
             v = v.reshape(shape)
+        elif v.size > 1:  # ONNX takes a scalar or a 1-D per-axis scale (blocked ones: same shape as x)
+            try:
+                np.broadcast_shapes(v.shape, x.shape)
+            except ValueError:
+                raise ModelError(f"a scale or zero point of shape {tuple(v.shape)} does not fit a tensor of "
+                                 f"shape {tuple(x.shape)}; DequantizeLinear takes a scalar or a 1-D "
+                                 "per-axis one") from None
         return v
 
     levels = x.astype(np.float32)
