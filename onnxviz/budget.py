@@ -37,7 +37,7 @@ import re
 import numpy as np
 import onnx
 
-from .errors import OnnxvizError, ResourceError, format_bytes, format_shape
+from .errors import ModelError, OnnxvizError, ResourceError, format_bytes, format_shape
 from .memplan import itemsize, plan, run_peak
 
 __all__ = ["MAX_BYTES", "parse_size", "memory_budget", "estimate", "check_budget", "PREPROCESS_COPIES"]
@@ -100,7 +100,8 @@ def estimate(model, tensors, shape: tuple, other_feeds: dict | None = None,
     ``input`` (the input and the other feeds), ``maps`` (the requested maps, as returned),
     ``work`` (``total - input - maps``: the other tensors alive at once at the peak) and
     ``unsized`` (``[(tensor, node)]`` no shape inference can size; then ``total``, ``maps``
-    and ``work`` are ``None``: there is no figure to give). The total is the largest of
+    and ``work`` are ``None``: there is no figure to give, and ``reason`` is onnxruntime's
+    error when it cannot load the model at all, else ``''``). The total is the largest of
 
     * the run: :func:`onnxviz.memplan.run_peak` for one batch (shapes inferred at batch 1, or the model's
       fixed batch, and scaled to the batch of a run), plus the maps of earlier runs when a
@@ -124,7 +125,7 @@ def estimate(model, tensors, shape: tuple, other_feeds: dict | None = None,
     shapes = model.shapes({inp.name: (one,) + tuple(shape[1:]), **feeds})
     tensors = list(dict.fromkeys(tensors))
     nodes, const, _ = plan(model._index, tensors)
-    unsized = shapes.size([o for node in nodes for o in node.output if o and o not in const])
+    unsized = shapes.size([o for node in nodes for o in node.output if o and o not in const] + tensors)
     per_image = math.prod(shape[1:]) * itemsize(elem)
     feed_bytes = sum(np.asarray(v).nbytes for v in (other_feeds or {}).values())
     x_all = n * per_image
@@ -133,7 +134,7 @@ def estimate(model, tensors, shape: tuple, other_feeds: dict | None = None,
     if unsized:
         producers = model._index.producers
         return {"total": None, "input": inputs, "maps": None, "work": None,
-                "unsized": [(t, producers[t]) for t in unsized]}
+                "unsized": [(t, producers.get(t)) for t in unsized], "reason": shapes.failure}
     peak, maps = run_peak(model._index, nodes, const, tensors, shapes, one * per_image + feed_bytes)
     scale = step / one
     run = int((peak - one * per_image - feed_bytes) * scale)
@@ -159,8 +160,11 @@ def check_budget(model, tensors, shape: tuple, max_bytes, feeds=None,
     if limit is None:
         return
     est = estimate(model, tensors, tuple(shape), feeds, images)
+    if est["unsized"] and est["reason"]:  # onnxruntime cannot load it: that, not the budget
+        raise ModelError(est["reason"])
     if est["unsized"]:
         name, node = est["unsized"][0]
+        node = node or onnx.NodeProto(op_type="(none: a graph input)", name="")
         op = f"{node.domain}:{node.op_type}" if node.domain not in ("", "ai.onnx") else node.op_type
         k = len(est["unsized"]) - 1
         others = f" (and {k} more tensor{'s' if k != 1 else ''} after it)" if k else ""

@@ -92,9 +92,12 @@ def plan(index, tensors) -> tuple[list, set, dict]:
     last = {}
     for pos, node in enumerate(nodes):
         ins = [i for i in node.input if i]
-        if node.op_type == "Constant" or (ins and all(i in const for i in ins)
+        values = ins[:1] if node.op_type == "CastLike" else ins  # CastLike reads its target's type only
+        if node.op_type == "Constant" or (values and all(i in const for i in values)
                                           and not any(a.g.node or a.graphs for a in node.attribute)):
-            const.update(o for o in node.output if o)  # folded by onnxruntime at load: a weight
+            # folded by onnxruntime at load, or (CastLike of a constant: torch's unoptimised
+            # zero bias, Expand(CastLike(0, x), Shape(weight)[:1])) a weight-sized side computation
+            const.update(o for o in node.output if o)
         for i in ins + sorted(body_inputs(node)):
             last[i] = pos
     return nodes, const, last
@@ -145,7 +148,8 @@ class _Run:
         """Pass 1: the layout each node makes its outputs in and reads its inputs in, and so
         how long each buffer lives."""
         for pos, node in enumerate(self.nodes):
-            data = [i for i in node.input if i and i not in self.const]
+            # (a name nothing makes is a broken graph: onnxruntime says so when the session is built)
+            data = [i for i in node.input if i and i not in self.const and i in self.shapes.types]
             if data and self.blocked_conv(node):
                 made = "b"
                 wants = {d: "b" for d in data[1:]}  # FusedConv's residual input
@@ -190,7 +194,7 @@ class _Run:
         for d, layout in self.wants[pos].items():
             self.copy(d, layout)
         self.free(lambda key: self.need.get(key, -1) < pos)
-        data = [i for i in node.input if i and i not in self.const]
+        data = [i for i in node.input if i and i not in self.const and i in self.shapes.types]
         made = self.made.get(node.output[0], "n")
         scratch = 0
         w = self.index.initializers.get(weight_input(node)) if node.op_type == "ConvTranspose" else None

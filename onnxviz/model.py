@@ -184,7 +184,7 @@ class Model:
                                  f"{format_shape(w_dims) if w_dims else '() (a scalar)'}; a convolution "
                                  "weight has rank 3 or more (O, I/group, *kernel)")
             group, strides, dilations = _conv_attrs(node)
-            fm = shapes.dims(tensor) or shapes.dims(out)
+            fm = next((d for d in (shapes.get(tensor), shapes.get(out)) if d and is_static(d[1:])), None)
             layers.append(Layer(
                 index=k, name=name, node=node.name, op=node.op_type,
                 filter_shape=w_dims, group=group,
@@ -239,15 +239,21 @@ class Model:
         return found
 
     def _table_feeds(self) -> dict:
-        """The image input at the layer table's size: batch 1 (or the model's fixed batch),
-        the input's size, 3 channels where the graph leaves them open. Other ranks: as is."""
+        """The input at the layer table's size: batch 1 (or the model's fixed batch); an image
+        input at its size, 3 channels where the graph leaves them open; another rank only if
+        its other dims are fixed (a dynamic length has no size to show maps at)."""
         inp = self.input
-        if inp is None or len(inp.shape) != 4:
+        if inp is None or not inp.shape:
             return {}
         fixed = [d if isinstance(d, int) and d > 0 else None for d in inp.shape]
-        h, w = inp.size
-        dims = [fixed[0] or 1] + ([h, w, fixed[3] or 3] if inp.layout == "NHWC" else [fixed[1] or 3, h, w])
-        return {inp.name: tuple(dims)}
+        if len(fixed) == 4:
+            h, w = inp.size
+            rest = [h, w, fixed[3] or 3] if inp.layout == "NHWC" else [fixed[1] or 3, h, w]
+        elif all(fixed[1:]):
+            rest = fixed[1:]
+        else:
+            return {}
+        return {inp.name: (fixed[0] or 1, *rest)}
 
     def _weight_dims(self, weight: str, shapes: Shapes) -> tuple:
         init = self._index.initializers.get(weight)

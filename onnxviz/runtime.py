@@ -177,18 +177,19 @@ def symbolic_shapes(model: onnx.ModelProto, names) -> dict:
 def session_shapes(model: onnx.ModelProto, names) -> dict:
     """``{name: (dims, elem_type)}`` as an onnxruntime session infers them when it is built
     on ``model`` with ``names`` as extra outputs: every op onnxruntime registers (contrib
-    ones included) has its shape rule there. Nothing is run."""
+    ones included) has its shape rule there, and constant folding (the basic optimisation
+    level) gives the shape tensors computed from constants. Nothing is run."""
     exposed = onnx.ModelProto()
     exposed.CopyFrom(model)
     have = {o.name for o in exposed.graph.output}
     exposed.graph.output.extend(onnx.ValueInfoProto(name=n) for n in names if n not in have)
     options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
     options.log_severity_level = 4
     try:
         sess = ort.InferenceSession(exposed.SerializeToString(), options, providers=providers())
-    except Exception:  # an op onnxruntime does not know: nothing is sized here
-        return {}
+    except Exception as e:  # an op onnxruntime does not know: the run would fail the same way
+        raise ModelError(f"onnxruntime cannot load the model: {_one_line(e)}") from None
     wanted = set(names)
     return {o.name: (tuple(d if isinstance(d, int) else (d or "?") for d in (o.shape or ())), _elem_type(o.type))
             for o in sess.get_outputs() if o.name in wanted and o.shape is not None}

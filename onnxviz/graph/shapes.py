@@ -40,8 +40,12 @@ Known limits: tensors inside If/Loop/Scan bodies are not sized; a data-dependent
 
 from __future__ import annotations
 
+import numpy as np
 import onnx
+from onnx import numpy_helper
 
+from ..errors import OnnxvizError
+from .index import body_inputs
 from .index import dims as value_dims
 
 __all__ = ["Shapes", "is_static"]
@@ -105,20 +109,53 @@ def _agrees(a: tuple, b: tuple) -> bool:
     return len(a) == len(b) and all(x == y for x, y in zip(a, b) if isinstance(x, int) and isinstance(y, int))
 
 
-def _weightless(model: onnx.ModelProto) -> onnx.ModelProto:
-    """A copy whose external-data initializers are typed graph inputs instead: the fallback
-    stages need their dims, never their bytes (which stay in the file)."""
+_CONSTANT_FORMS = {"value_float": np.float32, "value_floats": np.float32, "value_int": np.int64,
+                   "value_ints": np.int64}
+
+
+def _constant_tensor(node: onnx.NodeProto) -> onnx.TensorProto | None:
+    """A ``Constant`` node's value as a tensor named after its output (``None``: sparse, strings)."""
+    for a in node.attribute:
+        if a.name == "value":
+            t = onnx.TensorProto()
+            t.CopyFrom(a.t)
+            t.name = node.output[0]
+            return t
+        if a.name in _CONSTANT_FORMS:
+            value = onnx.helper.get_attribute_value(a)
+            return numpy_helper.from_array(np.array(value, _CONSTANT_FORMS[a.name]), node.output[0])
+    return None
+
+
+def _for_fallbacks(model: onnx.ModelProto, names) -> onnx.ModelProto:
+    """What the fallback stages read: only the nodes that compute ``names``; external-data
+    initializers as typed graph inputs (their dims are needed, never their bytes, which stay
+    in the file); ``Constant`` nodes as initializers (onnxruntime's symbolic inference reads
+    only their ``value`` form: torch's ``value_ints`` stopped it at a GroupNorm's first node)."""
+    producers = {o: n for n in model.graph.node for o in n.output if o}
+    keep, stack = set(), list(names)
+    while stack:
+        node = producers.get(stack.pop())
+        if node is not None and id(node) not in keep:
+            keep.add(id(node))
+            stack.extend(i for i in list(node.input) + sorted(body_inputs(node)) if i)
     new = _copy(model)
     graph = new.graph
+    nodes, inits = [], [t for t in graph.initializer if t.data_location != onnx.TensorProto.EXTERNAL]
+    for node, kept in zip(graph.node, [id(n) in keep for n in model.graph.node]):
+        constant = _constant_tensor(node) if kept and node.op_type == "Constant" else None
+        if constant is not None:
+            inits.append(constant)
+        elif kept:
+            nodes.append(node)
     listed = {i.name for i in graph.input}
-    keep = []
-    for t in graph.initializer:
-        if t.data_location != onnx.TensorProto.EXTERNAL:
-            keep.append(t)
-        elif t.name not in listed:
-            graph.input.append(onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
-    del graph.initializer[:]
-    graph.initializer.extend(keep)
+    graph.input.extend(onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims))
+                       for t in graph.initializer
+                       if t.data_location == onnx.TensorProto.EXTERNAL and t.name not in listed)
+    del graph.node[:], graph.initializer[:], graph.output[:]
+    graph.node.extend(nodes)
+    graph.initializer.extend(inits)
+    graph.output.extend(onnx.ValueInfoProto(name=n) for n in dict.fromkeys(names) if n in producers)
     return new
 
 
@@ -128,7 +165,8 @@ class Shapes:
 
     ``types``: ``{name: (dims, elem_type)}`` (dims may hold names where a dim is unknown);
     ``sized_by``: ``{name: stage}`` for every sized tensor; ``unsized``: names the
-    fallbacks were asked for and could not size.
+    fallbacks were asked for and could not size; ``failure``: the error a stage gave when it
+    could not run at all (onnxruntime cannot load the model), else ``''``.
     """
 
     def __init__(self, proto: onnx.ModelProto, feeds: dict | None = None, fallbacks=None):
@@ -139,6 +177,7 @@ class Shapes:
         self.types: dict = {}
         self.sized_by: dict = {}
         self.unsized: set = set()
+        self.failure = ""  # why a fallback stage could not run at all, if it said so
         self._merge({vi.name: (value_dims(vi), vi.type.tensor_type.elem_type) for vi in self._pinned.graph.input
                      if vi.type.tensor_type.HasField("shape")}, "input")
         self._merge(_onnx_types(self._pinned), "onnx")
@@ -193,9 +232,11 @@ class Shapes:
                 todo = [n for n in todo if not self.sized(n)]
                 if not todo:
                     break
-                model = model if model is not None else _weightless(self._pinned)
+                model = model if model is not None else _for_fallbacks(self._pinned, todo)
                 try:
-                    found = run(model, [n for n in todo if n in self._produced])
+                    found = run(model, [o.name for o in model.graph.output if not self.sized(o.name)])
+                except OnnxvizError as e:  # the stage's own verdict (onnxruntime cannot load it)
+                    self.failure, found = self.failure or str(e), {}
                 except Exception:  # a fallback is best effort: what it cannot size stays unsized
                     found = {}
                 self._merge({k: v for k, v in found.items() if k in set(todo)}, stage)
