@@ -35,15 +35,17 @@ requested              a blocked or cast map is its graph output besides  VGG-li
                        its working buffer, from the node that makes it
 =====================  =================================================  ==========================
 
-Known limits: onnxruntime's CPU arena can keep a freed buffer's pages while it places the
-next one elsewhere (up to +35%, BENCHMARKS.md "Memory budget"); kernel scratch buffers other
-than ConvTranspose's are not counted; :data:`BLOCK` is 8 (AVX2; AVX-512 blocks by 16, which
-pads a few more channels); If/Loop bodies are not looked into.
+Known limits: this is the run without onnxruntime's CPU arena (feature-map sessions turn it
+off: :func:`onnxviz.runtime.session`), which would keep freed pages; kernel scratch buffers
+other than ConvTranspose's are not counted; If/Loop bodies are not looked into;
+the NCHWc layout is assumed for every sub-model (onnxviz turns it off above
+``onnxviz.runtime.LARGE_WEIGHTS`` of weights, where the estimate then counts a few copies too many).
 """
 
 from __future__ import annotations
 
 import math
+import platform
 
 import numpy as np
 import onnx
@@ -59,8 +61,23 @@ IN_PLACE = frozenset({
     "Relu", "LeakyRelu", "PRelu", "Elu", "Selu", "Celu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh",
     "Softplus", "Softsign", "Clip", "ThresholdedRelu", "Gelu", "Mish", "Abs", "Neg", "Exp", "Log", "Sqrt",
     "Reciprocal", "Erf", "Add", "Sub", "Mul", "Div", "BatchNormalization", "Identity", "Dropout"})
-#: Channels of one NCHWc block (MLAS: 8 with AVX2, 16 with AVX-512).
-BLOCK = 8
+def _nchwc_block() -> int:
+    """Channels of one NCHWc block on this machine, as onnxruntime's MLAS picks it: 16 with
+    AVX-512F, 8 with AVX2 on x86-64, and no NCHWc layout (0) elsewhere. Measured here
+    (AVX-512): a conv 3→8 at 720² holds 47 MiB = its output padded to 16 channels (31.6)
+    and the copy out (15.8)."""
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return 0
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:  # not Linux: AVX2 is the common case
+        return 8
+    return 16 if "avx512f" in flags else 8 if "avx2" in flags else 0
+
+
+#: Channels of one NCHWc block (see :func:`_nchwc_block`; 0: no blocked layout).
+BLOCK = _nchwc_block()
 #: Ops that keep a blocked tensor blocked when all their data inputs are (see the table).
 _STAYS_BLOCKED = frozenset({
     "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "Relu", "Clip", "Sigmoid", "Tanh",
@@ -130,7 +147,7 @@ class _Run:
 
     def blocked_conv(self, node) -> bool:
         """Whether onnxruntime's NCHWc transformer takes this conv (see the table)."""
-        if node.op_type not in ("Conv", "FusedConv") or not node.input:
+        if not BLOCK or node.op_type not in ("Conv", "FusedConv") or not node.input:
             return False
         w = weight_input(node)
         init = self.index.initializers.get(w)

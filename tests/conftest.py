@@ -60,3 +60,12 @@ def image(tmp_path):
     p = tmp_path / "img.png"
     Image.fromarray(arr).save(p)
     return p, arr
+
+
+@pytest.fixture
+def nchwc8(monkeypatch):
+    """The memory estimate with onnxruntime's NCHWc blocks of 8 channels (AVX2), whatever this
+    machine's (AVX-512: 16): for tests that check its figures byte for byte."""
+    from onnxviz import memplan
+
+    monkeypatch.setattr(memplan, "BLOCK", 8)

@@ -498,6 +498,7 @@ def _copy(source: Path, path: Path) -> Path:
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+@pytest.mark.usefixtures("nchwc8")  # the memory-budget figures, byte for byte
 def test_bad_input(case, tmp_path, capsys, monkeypatch):
     w = World(tmp_path)
     argv, expected = case.make(w)

@@ -17,6 +17,7 @@ from onnxviz import budget, runtime
 from onnxviz.cli import main
 
 MiB = 2**20
+pytestmark = pytest.mark.usefixtures("nchwc8")  # byte-exact figures: blocks of 8
 ADVICE_IMAGES = ("ask for fewer layers or images or a smaller size, or raise it with --max-memory, max_bytes= "
                  "or ONNXVIZ_MAX_BYTES")
 ADVICE_ARRAY = ("ask for fewer layers or a smaller input array, or raise it with --max-memory, max_bytes= "
