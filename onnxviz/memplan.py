@@ -15,15 +15,18 @@ case                   counted                                            measur
 in place               an op of :data:`IN_PLACE` with one non-constant    VGG16's Relu after each
                        input that dies with it writes over that input     conv (fused into it)
 blocked conv           a 2-D float ``Conv``/``FusedConv`` with a          conv 3→32 9×9 at 720²:
-                       constant weight runs in the NCHWc layout (channels 127 MiB = its output
-                       padded to :data:`BLOCK`): its output is copied     twice; conv 32→64 /2:
-                       for a reader that is not blocked (``ReorderOutput``) 95 MiB = input copy
-                       and an input of ≥ ``BLOCK`` channels made by one   63 + output 32
-                       that is not is copied into it (``ReorderInput``)
+                       constant weight runs in the NCHWc layout (its      127 MiB = its output
+                       channels padded to :data:`BLOCK`): its output is   twice; conv 32→64 /2:
+                       copied for a reader that is not blocked            95 MiB = input copy
+                       (``ReorderOutput``), an input of ≥ ``BLOCK``       63 + output 32
+                       channels made by one that is not is copied into
+                       it (``ReorderInput``)
 stays blocked          pools, activations, BatchNorm, ``Add``/``Sum`` of  ResNet18 (FusedConv):
                        blocked inputs keep the layout (onnxruntime fuses  one ReorderOutput for
-                       the residual ``Add`` and the activation into the   20 convs
-                       conv)
+                       the residual ``Add`` and the activation into the   20 convs; all layers
+                       conv); an ``Add`` of a requested map reads its     requested: 20, its 7
+                       graph output                                       Adds in NCHW, its
+                                                                          MaxPool blocked
 ConvTranspose          its column buffer ``C_out/g · k² · H_in · W_in``   64→32 3×3 /2 at 360²:
                        while it runs                                      206 MiB = 63 + 142
 float16                computed in float32 (onnxruntime casts around      fp16 MobileNetV3: 63
@@ -31,8 +34,11 @@ float16                computed in float32 (onnxruntime casts around      fp16 M
                        casts between them cancel): 4 bytes a value, a     NCHWc convs
                        float32 copy of a float16 input; a requested map
                        is cast back
-requested              a blocked or cast map is its graph output besides  VGG-like, all layers
-                       its working buffer, from the node that makes it
+requested              a map is its graph output; a blocked one besides   ResNet18 ×32, layers
+                       its working buffer, copied out at the end of the   0–4: 300 MiB = the 5
+                       run (onnxruntime runs the ReorderOutput nodes it   maps (196) and the
+                       adds for graph outputs last) unless a node reads   first one's working
+                       it as NCHW before                                  buffer (98)
 =====================  =================================================  ==========================
 
 Known limits: this is the run without onnxruntime's CPU arena (feature-map sessions turn it
@@ -93,9 +99,9 @@ def itemsize(elem_type: int) -> int:
         return 4
 
 
-def plan(index, tensors) -> tuple[list, set, dict]:
-    """(the nodes that compute ``tensors`` in graph order, the constant tensors, each tensor's
-    last reader): the sub-graph :func:`onnxviz.graph.rewrite.prune` keeps."""
+def plan(index, tensors) -> tuple[list, set]:
+    """(the nodes that compute ``tensors`` in graph order, the constant tensors): the
+    sub-graph :func:`onnxviz.graph.rewrite.prune` keeps."""
     wanted, seen, stack = {}, set(), list(tensors)
     while stack:
         node = index.producers.get(stack.pop())
@@ -106,8 +112,7 @@ def plan(index, tensors) -> tuple[list, set, dict]:
         stack.extend(i for i in list(node.input) + sorted(body_inputs(node)) if i)
     nodes = [wanted[k] for k in sorted(wanted)]
     const = set(index.initializers)
-    last = {}
-    for pos, node in enumerate(nodes):
+    for node in nodes:
         ins = [i for i in node.input if i]
         values = ins[:1] if node.op_type == "CastLike" else ins  # CastLike reads its target's type only
         if node.op_type == "Constant" or (values and all(i in const for i in values)
@@ -115,9 +120,7 @@ def plan(index, tensors) -> tuple[list, set, dict]:
             # folded by onnxruntime at load, or (CastLike of a constant: torch's unoptimised
             # zero bias, Expand(CastLike(0, x), Shape(weight)[:1])) a weight-sized side computation
             const.update(o for o in node.output if o)
-        for i in ins + sorted(body_inputs(node)):
-            last[i] = pos
-    return nodes, const, last
+    return nodes, const
 
 
 class _Run:
@@ -171,8 +174,8 @@ class _Run:
                 made = "b"
                 wants = {d: "b" for d in data[1:]}  # FusedConv's residual input
                 wants[data[0]] = "b" if self.shapes.dims(data[0])[1] >= BLOCK else "n"
-            elif node.op_type in _STAYS_BLOCKED and data and all(self.made.get(d) == "b" and d not in self.requested
-                                                                 for d in data) \
+            elif node.op_type in _STAYS_BLOCKED and data and all(self.made.get(d) == "b" for d in data) \
+                    and (len(data) == 1 or not self.requested.intersection(data)) \
                     and len({self.shapes.dims(d) for d in data}) == 1:
                 made, wants = "b", {d: "b" for d in data}
             else:
@@ -187,6 +190,12 @@ class _Run:
             for out in node.output:
                 if out:
                     self.made[out] = made
+        end = len(self.nodes)  # a requested map's graph output lives to the end; a blocked one
+        for t in self.requested:  # is copied out there, if no node read it as NCHW before
+            if self.made.get(t) == "b":
+                if (t, "n") not in self.need:
+                    self.need[(t, "b")] = max(self.need.get((t, "b"), -1), end - 0.5)
+                self.need[(t, "n")] = end
 
     def check(self, extra: int = 0) -> None:
         self.peak = max(self.peak, self.base + self.kept + sum(self.held.values()) + extra)
@@ -194,10 +203,8 @@ class _Run:
     def copy(self, name: str, layout: str) -> None:
         """The ``layout`` copy of ``name`` a node needs: a reorder, or a float16 input's cast."""
         if name in self.made:
-            own = self.made[name]
-            if own == layout or (name, layout) in self.held or (
-                    layout == "n" and name in self.requested and own == "b"):
-                return  # a requested map's graph output (in ``kept``) is its NCHW copy
+            if self.made[name] == layout or (name, layout) in self.held:
+                return
         elif layout == "n" and not self.half(name) or (name, layout) in self.held:
             return  # a graph input as given (in ``base``)
         elif layout == "b" and self.half(name):
@@ -226,8 +233,8 @@ class _Run:
             if out in self.requested and made == "n" and not self.half(out):
                 self.kept += size  # the buffer is the graph output: alive to the end
                 continue
-            if out in self.requested:
-                self.kept += self.bytes(out, "n", compute=False)  # its graph output, besides
+            if out in self.requested and made == "n":
+                self.kept += self.bytes(out, "n", compute=False)  # float16: cast back, besides
             self.held[(out, made)] = size
         self.check(scratch)
         self.free(lambda key: self.need.get(key, -1) <= pos)
@@ -244,5 +251,8 @@ def run_peak(index, nodes, const, tensors, shapes, base: int) -> tuple[int, int]
     run.layouts()
     for pos, node in enumerate(nodes):
         run.step(pos, node)
+    for t in [t for n in nodes for t in n.output if t in run.requested and run.made.get(t) == "b"]:
+        run.copy(t, "n")  # onnxruntime runs the ReorderOutput nodes it adds for graph outputs last
+        run.held.pop((t, "b"), None)
     maps = sum(math.prod(shapes.dims(t)) * itemsize(shapes.types[t][1]) for t in run.requested)
     return max(run.peak, base + run.kept), maps

@@ -80,8 +80,11 @@ CASES = [  # model, layers, side (or length), batch
     ("vgg", "0", 2000, 1), ("vgg", "-1", 2000, 1), ("vgg", "all", 2000, 1),
     ("vgg", "-1", 224, 8), ("vgg", "all", 224, 8), ("vgg", "-1", 1000, 8), ("vgg", "all", 1000, 8),
     ("c1d", "-1", 1_000_000, 1), ("c1d", "all", 1_000_000, 1),
-    ("mnv3_fp16", "all", 224, 1), ("mnv3_fp16", "-1", 224, 1), ("mnv3_fp16", "all", 224, 8),
-    ("resnet18_fused", "all", 224, 1), ("resnet18_fused", "-1", 224, 1), ("resnet18_fused", "all", 224, 8),
+    # (the fixed-size models at batch 1 need under 30 MiB: the session's own allocations move that by
+    # a few MiB, so they are measured at the batches that show the estimate, and refused before at 1)
+    ("mnv3_fp16", "all", 224, 8), ("mnv3_fp16", "all", 224, 32), ("mnv3_fp16", "-1", 224, 32),
+    ("resnet18_fused", "all", 224, 1), ("resnet18_fused", "all", 224, 8), ("resnet18_fused", "all", 224, 32),
+    ("resnet18_fused", "-1", 224, 32),
     ("style7", "all", 720, 1), ("style7", "-1", 720, 1), ("style7", "all", 720, 2),
 ]
 
@@ -187,6 +190,14 @@ def main(argv=None) -> int:
             need = [q - base for q in peaks]
             ratios = [n / (est / MiB) for n in need] if est else []
             rows.append((f"{kind} {'×'.join(map(str, shape))}", layers, before, est, base, need, ratios))
+        stages = {}
+        for kind in dict.fromkeys(c[0] for c in cases):  # every node output at batch 1, by stage
+            m = onnxviz.load(paths[kind])
+            side = m.input.size[0] if m.input.size_from == "model" else 224
+            dims = (1, 1, 1000) if kind == "c1d" else (1, 3, side, side)
+            shapes = m.shapes({m.input.name: dims})
+            left = shapes.size([o for n in m.proto.graph.node for o in n.output if o])
+            stages[kind] = (dims, shapes.counts(), len(left))
     head = ["model, input", "layers"] + (["before MiB"] if args.before else []) + \
         ["estimate MiB", "base MiB", "peak − base MiB", "(peak − base) / estimate"]
     if args.markdown:
@@ -198,6 +209,11 @@ def main(argv=None) -> int:
         cells = [name, layers] + ([_mib(before)] if args.before else []) + \
             [_mib(est), f"{base:.0f}", _span(need, "{:.0f}"), _span(sorted(ratios), "{:.2f}") if ratios else "-"]
         print("| " + " | ".join(cells) + " |" if args.markdown else "  ".join(cells))
+    print()
+    print("tensors sized by each shape-inference stage (every node output, at batch 1):")
+    for kind, (dims, counts, left) in stages.items():
+        print(f"  {kind} {'×'.join(map(str, dims))}: " + ", ".join(f"{k} {v}" for k, v in counts.items())
+              + f", unsized {left}")
     return 0
 
 

@@ -20,9 +20,9 @@ when every dim is a whole number):
    the rule that initializers be listed among the inputs (onnx reads an initializer's shape
    only from IR 4 on, so a converter's IR-3 model whose weights are not inputs would
    otherwise size nothing). Then ``exporter``: the exporter's ``value_info`` is taken for
-   tensors inference left unsized, if it contradicts inference nowhere at this input size
-   (a shape it gives for another input size disqualifies all of it), and inference runs once
-   more from those shapes.
+   tensors inference left unsized, if the pinned inputs have the sizes the model declares
+   (an exporter's shapes are for its own input size) and it contradicts inference nowhere
+   (one shape that does disqualifies all of it); inference then runs once more from them.
 2. ``symbolic``, 3. ``session``: the ``fallbacks`` the caller gives (``onnxviz.runtime``'s
    onnxruntime symbolic shape inference, then the shapes an onnxruntime session infers when
    it is built on the model with the unknown tensors as outputs). The graph layer imports no
@@ -181,7 +181,10 @@ class Shapes:
         self._merge({vi.name: (value_dims(vi), vi.type.tensor_type.elem_type) for vi in self._pinned.graph.input
                      if vi.type.tensor_type.HasField("shape")}, "input")
         self._merge(_onnx_types(self._pinned), "onnx")
-        trusted = self._trusted(_exporter_types(proto))
+        declared = {vi.name: value_dims(vi) for vi in proto.graph.input}
+        same_size = all(is_static(declared.get(k, ())[1:]) and tuple(declared[k][1:]) == v[1:]
+                        for k, v in feeds.items())
+        trusted = self._trusted(_exporter_types(proto)) if same_size else {}
         if trusted:
             seeded = _copy(self._pinned)
             for name, (dims, elem) in trusted.items():
