@@ -8,17 +8,24 @@ Traceback (most recent call last):
 ResourceError: these feature maps would need 9.3 GiB at input 8×2000×2000×3 (…); the budget is 2.0 GiB: …
 
 The memory budget (``max_bytes=``, ``--max-memory``, ``ONNXVIZ_MAX_BYTES``; 2 GiB by
-default) is checked before anything runs, on shapes inferred at the actual input shape (a
-ready tensor's own, an image's ``size``): the input, the maps, and the largest set of
-intermediate tensors the pruned sub-graph holds at once, simulated node by node
-(:func:`estimate`, :func:`_run_peak`). Measured (BENCHMARKS.md, "Memory budget"): peak RSS is
-the process (~80 MiB) plus the weights plus 1.03–1.06 × the estimate for 2-D nets, up to
-1.4 × when onnxruntime's CPU arena keeps a freed tensor's pages while it places the next
-elsewhere (not in every run); 0.7 × for a 1-D net's all-layer request (no NCHWc copies there).
+default, ``off`` for none) is checked before anything runs, on shapes inferred at the actual
+input shape (a ready tensor's own, an image's ``size``) by the one shape inference
+(:meth:`onnxviz.model.Model.shapes`): the input, the maps, and the largest set of buffers
+the pruned sub-graph holds at once, simulated node by node as onnxruntime's CPU provider
+holds them (:mod:`onnxviz.memplan`: NCHWc copies, ConvTranspose's column buffer, float16
+computed in float32). Feature-map sessions run without onnxruntime's arena (see
+:func:`onnxviz.runtime.session`), so that the process holds what the run holds. Measured
+(BENCHMARKS.md, "Memory guard", ``scripts/bench_budget.py``): peak RSS minus the process
+before the run (Python, onnxruntime, the model, its session and weights) is 0.94-1.26 × the
+estimate on VGG-like nets from 224² to 2000², a 1-D net, an fp16 MobileNetV3, a FusedConv
+ResNet18 and an opset-7 style-transfer net at 720², for requests above ~30 MiB (below, the
+session's own allocations move the figure by a few MiB).
 
-Known limits: the estimate does not look inside If/Loop bodies, and a tensor shape
-inference cannot size is counted as large as its node's inputs, a guess the refusal message
-owns up to.
+Nothing is guessed: a request that holds a tensor no stage of shape inference can size is
+refused as such ("cannot be sized: tensor … of op … has no inferable shape"), with what to do.
+
+Known limits: the estimate does not look inside If/Loop bodies; kernel scratch buffers other
+than ConvTranspose's are not counted; see :mod:`onnxviz.memplan`.
 """
 
 from __future__ import annotations
@@ -26,14 +33,12 @@ from __future__ import annotations
 import math
 import os
 import re
-import weakref
 
 import numpy as np
 import onnx
 
-from .errors import OnnxvizError, ResourceError, format_bytes, format_shape
-from .graph.index import CONV_OPS, body_inputs, node_attr, weight_input
-from .graph.shapes import tensor_types
+from .errors import ModelError, OnnxvizError, ResourceError, format_bytes, format_shape
+from .memplan import itemsize, plan, run_peak
 
 __all__ = ["MAX_BYTES", "parse_size", "memory_budget", "estimate", "check_budget", "PREPROCESS_COPIES"]
 
@@ -43,18 +48,22 @@ MAX_BYTES = 2 * 2**30
 _UNITS = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
 
 
-def parse_size(text) -> int:
-    """Bytes from ``512M``, ``4G``, ``1.5GiB``, ``64k`` or ``1000000`` (K, M, G, T: powers of 1024)."""
+def parse_size(text) -> int | None:
+    """Bytes from ``512M``, ``4G``, ``1.5GiB``, ``64k`` or ``1000000`` (K, M, G, T: powers of
+    1024); ``None`` from ``off`` (no budget: nothing is checked)."""
+    if str(text).strip().lower() == "off":
+        return None
     m = re.fullmatch(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([kmgt]?)(?:i?b)?\s*", str(text), re.IGNORECASE)
     value = int(float(m.group(1)) * _UNITS[m.group(2).lower()]) if m else 0
     if value < 1:
-        raise ValueError(f"'{text}' is not a size such as 512M, 4G or 1000000 (bytes)")
+        raise ValueError(f"'{text}' is not a size such as 512M, 4G or 1000000 (bytes), nor 'off'")
     return value
 
 
 
-def memory_budget(max_bytes=None) -> int:
-    """The budget in bytes: ``max_bytes`` (a number or ``"4G"``), else ``ONNXVIZ_MAX_BYTES``, else :data:`MAX_BYTES`."""
+def memory_budget(max_bytes=None) -> int | None:
+    """The budget in bytes: ``max_bytes`` (a number, ``"4G"``, or ``"off"``: ``None``), else
+    ``ONNXVIZ_MAX_BYTES``, else :data:`MAX_BYTES`."""
     if max_bytes is None:
         env = os.environ.get("ONNXVIZ_MAX_BYTES", "").strip()
         if not env:
@@ -63,119 +72,23 @@ def memory_budget(max_bytes=None) -> int:
             return parse_size(env)
         except ValueError:
             raise OnnxvizError(f"the environment variable ONNXVIZ_MAX_BYTES='{env}' is not a size such "
-                               "as 512M, 4G or 1000000 (bytes)") from None
+                               "as 512M, 4G or 1000000 (bytes), nor 'off'") from None
+    if isinstance(max_bytes, str) and max_bytes.strip().lower() == "off":
+        return None
     try:
         value = parse_size(max_bytes) if isinstance(max_bytes, str) else int(max_bytes)
     except (TypeError, ValueError):
         value = 0
     if value < 1 or (not isinstance(max_bytes, str) and value != max_bytes):
-        raise OnnxvizError(f"max_bytes must be a whole number of bytes or a size such as '4G', not {max_bytes!r}")
+        raise OnnxvizError(f"max_bytes must be a whole number of bytes, a size such as '4G', or 'off', "
+                           f"not {max_bytes!r}")
     return value
 
 
 
-_SHAPES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # Model → {fixed shapes: types}
-
-#: Elementwise ops whose output onnxruntime writes over their one non-constant input when
-#: nothing later reads it (its kernels may run in place, and a conv's bias, BatchNorm and
-#: activation are fused into the conv): no new buffer is counted for them then.
-_IN_PLACE = frozenset({
-    "Relu", "LeakyRelu", "PRelu", "Elu", "Selu", "Celu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh",
-    "Softplus", "Softsign", "Clip", "ThresholdedRelu", "Gelu", "Mish", "Abs", "Neg", "Exp", "Log", "Sqrt",
-    "Reciprocal", "Erf", "Add", "Sub", "Mul", "Div", "BatchNormalization", "Identity", "Dropout"})
-_CONV_OP_TYPES = frozenset(op for _, op in CONV_OPS)
 #: Full-size copies of an image batch that preprocessing holds at once (the stacked float32
 #: pixels, the preset's result, the laid-out tensor): see :func:`onnxviz.preprocess.to_tensor`.
 PREPROCESS_COPIES = 3
-
-
-def _itemsize(elem_type: int) -> int:
-    try:
-        return max(1, np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem_type)).itemsize)
-    except Exception:  # undefined or exotic types: count them as float32
-        return 4
-
-
-
-def _run_peak(model, tensors, types: dict, base: int) -> tuple[int, int, int]:
-    """(peak bytes, bytes of ``tensors``, tensors guessed): one run of the sub-graph that
-    computes ``tensors``, simulated in graph order on the shapes of ``types``.
-
-    Live at each node: ``base`` (the inputs, held by the caller), each tensor from the node
-    that makes it to the last node that reads it, and each requested tensor a second time,
-    from the node that makes it to the end: it is a graph output, and onnxruntime computes a
-    2-D conv in its blocked NCHWc layout and copies the map out of it (measured: a map alone
-    costs twice its size at its peak). An op of :data:`_IN_PLACE` whose data input dies with
-    it writes into that input's buffer (onnxruntime fuses a conv's activation into it) when
-    that is its one non-constant input (a residual Add gets a new buffer).
-    Weights and constants are not counted. A tensor whose shape inference does not know is
-    counted as large as the node's data inputs together (a conv's: times its channel ratio).
-    """
-    index = model._index
-    wanted, seen, stack = {}, set(), list(tensors)
-    while stack:  # the nodes the tensors need (what graph.prune keeps)
-        node = index.producers.get(stack.pop())
-        if node is None or id(node) in seen:
-            continue
-        seen.add(id(node))
-        wanted[index.positions[id(node)]] = node
-        stack.extend(i for i in list(node.input) + sorted(body_inputs(node)) if i)
-    nodes = [wanted[k] for k in sorted(wanted)]
-    const = set(index.initializers)
-    last = {}
-    for pos, node in enumerate(nodes):
-        ins = [i for i in node.input if i]
-        if node.op_type == "Constant" or (ins and all(i in const for i in ins)
-                                          and not any(a.g.node or a.graphs for a in node.attribute)):
-            const.update(o for o in node.output if o)  # folded by onnxruntime at load: a weight
-        for i in ins + sorted(body_inputs(node)):
-            last[i] = pos
-    requested = set(tensors)
-    sizes, held = {}, {}
-    kept = peak = guessed = 0
-
-    def known(name: str) -> int | None:
-        dims, elem = types.get(name, ((), 0))
-        if name in types and all(isinstance(d, int) and d >= 0 for d in dims):
-            return math.prod(dims) * _itemsize(elem)
-        return None
-
-    def size(name: str, node, data) -> int:
-        nonlocal guessed
-        if known(name) is not None:
-            return known(name)
-        guessed += 1
-        if node.op_type in ("Shape", "Size"):
-            return 64
-        ratio = 1.0
-        w = index.initializers.get(weight_input(node)) if node.op_type in _CONV_OP_TYPES else None
-        if w is not None and len(w.dims) >= 3 and min(w.dims) > 0:
-            group = node_attr(node, "group", 1) or 1
-            if node.op_type == "ConvTranspose":
-                ratio = w.dims[1] * group / w.dims[0] * math.prod(node_attr(node, "strides", None) or [1])
-            else:
-                ratio = w.dims[0] / (w.dims[1] * group)
-        return int(sum(sizes.get(i, known(i) or 0) for i in data) * ratio)
-
-    for pos, node in enumerate(nodes):
-        if all(o in const for o in node.output if o):
-            continue
-        data = [i for i in node.input if i and i not in const]
-        for k, out in enumerate(o for o in node.output if o):
-            b = sizes[out] = size(out, node, data)
-            src = data[0] if data else None
-            reuse = (k == 0 and node.op_type in _IN_PLACE and len(data) == 1 and src in held
-                     and last.get(src) == pos and held[src] >= b)
-            if reuse:
-                b = held.pop(src)
-            if out in requested:
-                kept += sizes[out]  # the output, besides the buffer the op wrote
-            held[out] = b
-        peak = max(peak, base + kept + sum(held.values()))
-        for name in [i for i in held if last.get(i, -1) <= pos]:  # read by nothing later
-            del held[name]
-    maps = sum(sizes.get(t, 0) for t in requested)
-    return max(peak, base + kept), maps, guessed
 
 
 def estimate(model, tensors, shape: tuple, other_feeds: dict | None = None,
@@ -186,9 +99,11 @@ def estimate(model, tensors, shape: tuple, other_feeds: dict | None = None,
     ``images``: the input is made by preprocessing. Returns ``total`` and its parts:
     ``input`` (the input and the other feeds), ``maps`` (the requested maps, as returned),
     ``work`` (``total - input - maps``: the other tensors alive at once at the peak) and
-    ``guessed`` (tensors of unknown shape, see :func:`_run_peak`). The total is the largest of
+    ``unsized`` (``[(tensor, node)]`` no shape inference can size; then ``total``, ``maps``
+    and ``work`` are ``None``: there is no figure to give, and ``reason`` is onnxruntime's
+    error when it cannot load the model at all, else ``''``). The total is the largest of
 
-    * the run: :func:`_run_peak` for one batch (shapes inferred at batch 1, or the model's
+    * the run: :func:`onnxviz.memplan.run_peak` for one batch (shapes inferred at batch 1, or the model's
       fixed batch, and scaled to the batch of a run), plus the maps of earlier runs when a
       fixed batch size splits the images in several runs;
     * after it: the input and all maps (twice when several runs' maps are concatenated,
@@ -196,10 +111,8 @@ def estimate(model, tensors, shape: tuple, other_feeds: dict | None = None,
     * preprocessing: :data:`PREPROCESS_COPIES` float32 copies of the input tensor.
 
     Not counted: the weights (onnxruntime maps external weights from their file) and the
-    process itself (~80 MiB of Python, numpy, onnx and onnxruntime). Measured (BENCHMARKS.md,
-    "Memory budget"; ``scripts/bench_budget.py``): peak RSS − process = 1.03–1.06 × ``total``
-    for a VGG-like net at 224², 1000² and 2000², batches of 1 and 8; 1.37 in most runs of one
-    case where onnxruntime's arena keeps a freed tensor's pages; 0.71 for a 1-D all-layer request.
+    process itself (~80 MiB of Python, numpy, onnx and onnxruntime). Measured: see the
+    module docstring.
     """
     inp = model.input
     elem = inp.elem_type
@@ -208,54 +121,65 @@ def estimate(model, tensors, shape: tuple, other_feeds: dict | None = None,
     step = fixed or n
     runs = -(-n // step)
     one = fixed or 1  # shapes are inferred at this batch and scaled to `step`
-    feeds = {name: np.shape(v) for name, v in (other_feeds or {}).items()}
-    pinned = ((inp.name, (one,) + tuple(shape[1:])),) + tuple(sorted(feeds.items()))
-    cache = _SHAPES.setdefault(model, {})
-    if pinned not in cache:
-        if len(cache) >= 8:
-            cache.pop(next(iter(cache)))
-        cache[pinned] = tensor_types(model.proto, pinned)
-    types = cache[pinned]
-    per_image = math.prod(shape[1:]) * _itemsize(elem)
+    feeds = {name: tuple(np.shape(v)) for name, v in (other_feeds or {}).items()}
+    shapes = model.shapes({inp.name: (one,) + tuple(shape[1:]), **feeds})
+    tensors = list(dict.fromkeys(tensors))
+    nodes, const = plan(model._index, tensors)
+    unsized = shapes.size([o for node in nodes for o in node.output if o and o not in const] + tensors)
+    per_image = math.prod(shape[1:]) * itemsize(elem)
     feed_bytes = sum(np.asarray(v).nbytes for v in (other_feeds or {}).values())
     x_all = n * per_image
     pad = step * per_image if n % step else 0  # the last run's input, filled up to the fixed batch
-    peak, maps, guessed = _run_peak(model, list(dict.fromkeys(tensors)), types, one * per_image + feed_bytes)
+    inputs = x_all + pad + feed_bytes
+    if unsized:
+        producers = model._index.producers
+        return {"total": None, "input": inputs, "maps": None, "work": None,
+                "unsized": [(t, producers.get(t)) for t in unsized], "reason": shapes.failure}
+    peak, maps = run_peak(model._index, nodes, const, tensors, shapes, one * per_image + feed_bytes)
     scale = step / one
-    run_peak = int((peak - one * per_image - feed_bytes) * scale)
+    run = int((peak - one * per_image - feed_bytes) * scale)
     maps_run = int(maps * scale)
-    f32 = sum(math.prod(types[t][0]) * 4 for t in dict.fromkeys(tensors)
-              if t in types and types[t][1] != onnx.TensorProto.FLOAT
-              and all(isinstance(d, int) and d >= 0 for d in types[t][0]))
+    f32 = sum(math.prod(shapes.dims(t)) * 4 for t in tensors if shapes.types[t][1] != onnx.TensorProto.FLOAT)
     base = x_all + pad + feed_bytes
-    total = max(base + run_peak + (runs - 1) * maps_run,
+    total = max(base + run + (runs - 1) * maps_run,
                 x_all + feed_bytes + (2 if runs > 1 else 1) * runs * maps_run + int(f32 * scale) * runs,
                 PREPROCESS_COPIES * n * math.prod(shape[1:]) * 4 if images else 0)  # float32 pixels
-    inputs = x_all + pad + feed_bytes
     all_maps = runs * maps_run
     return {"total": total, "input": inputs, "maps": all_maps, "work": max(0, total - inputs - all_maps),
-            "guessed": guessed}
+            "unsized": []}
 
 
 def check_budget(model, tensors, shape: tuple, max_bytes, feeds=None,
                   images: bool = False) -> None:
     """Refuse, before anything is computed, a call that would need more memory than the
     budget: the figure is :func:`estimate`'s (the input, the maps, and the intermediate
-    tensors the sub-graph holds at once while it runs) for fetching ``tensors``."""
+    tensors the sub-graph holds at once while it runs) for fetching ``tensors``. A request
+    with a tensor no shape inference can size is refused as such (no figure is made up),
+    unless the budget is ``off``."""
     limit = memory_budget(max_bytes)
+    if limit is None:
+        return
     est = estimate(model, tensors, tuple(shape), feeds, images)
+    if est["unsized"] and est["reason"]:  # onnxruntime cannot load it: that, not the budget
+        raise ModelError(est["reason"])
+    if est["unsized"]:
+        name, node = est["unsized"][0]
+        node = node or onnx.NodeProto(op_type="(none: a graph input)", name="")
+        op = f"{node.domain}:{node.op_type}" if node.domain not in ("", "ai.onnx") else node.op_type
+        k = len(est["unsized"]) - 1
+        others = f" (and {k} more tensor{'s' if k != 1 else ''} after it)" if k else ""
+        raise ResourceError(
+            f"these feature maps cannot be sized at input {format_shape(shape)}: tensor '{name}' of op {op} "
+            f"(node '{node.name}') has no inferable shape{others}, neither by onnx nor by onnxruntime, so "
+            f"they cannot be checked against the budget of {format_bytes(limit)}: ask for layers before it, "
+            "or run them unchecked with --max-memory off, max_bytes='off' or ONNXVIZ_MAX_BYTES=off")
     if est["total"] <= limit:
         return
-    k = est["guessed"]
-    guessed = (f"; {k} tensor{'s' if k != 1 else ''} of unknown shape counted as large as "
-               f"{'their' if k != 1 else 'its'} inputs" if k else "")
     n = len(tensors)
     advice = "fewer layers or images or a smaller size" if images else "fewer layers or a smaller input array"
     raise ResourceError(
         f"these feature maps would need {format_bytes(est['total'])} at input {format_shape(shape)} "
         f"(input {format_bytes(est['input'])}, maps of {n} layer{'s' if n != 1 else ''} "
         f"{format_bytes(est['maps'])}, intermediate tensors held at the same time "
-        f"{format_bytes(est['work'])}{guessed}); the budget is {format_bytes(limit)}: ask for {advice}, "
+        f"{format_bytes(est['work'])}); the budget is {format_bytes(limit)}: ask for {advice}, "
         "or raise it with --max-memory, max_bytes= or ONNXVIZ_MAX_BYTES")
-
-

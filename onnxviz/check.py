@@ -59,9 +59,11 @@ def _default_input(model: Model, max_bytes=None):
         shape = [d if isinstance(d, int) and d > 0 else (1 if k == 0 else _RANDOM_SIDE)
                  for k, d in enumerate(inp.shape)]
         limit = memory_budget(max_bytes)
-        need, layer = min((estimate(model, [layer.tensor], tuple(shape))["total"], layer.name)
-                          for layer in model.layers)
-        if need > limit:
+        needs = [] if limit is None else [(estimate(model, [layer.tensor], tuple(shape))["total"], layer.name)
+                                          for layer in model.layers]
+        sized = [(need, name) for need, name in needs if need is not None]  # the others: feature_maps says why
+        need, layer = min(sized) if sized else (0, "")
+        if sized and need > limit:
             size = format_bytes(4 * math.prod(shape))
             raise ResourceError(
                 f"check's default input for '{inp.name}' is a random tensor {format_shape(shape)} ({size}), "

@@ -44,8 +44,11 @@ def _positive(text: str) -> int:
     return value
 
 
-def _size(text: str) -> int:
+def _size(text: str) -> int | str:
     from .budget import parse_size
+
+    if text.strip().lower() == "off":
+        return "off"  # no budget (memory_budget: None)
 
     try:
         return parse_size(text)
@@ -61,7 +64,7 @@ def _input_options(p: argparse.ArgumentParser) -> None:
                    help="input size for models with dynamic spatial dims")
     p.add_argument("--max-memory", type=_size, metavar="SIZE",
                    help="refuse, before running, maps that would need more memory than this, e.g. 512M or "
-                        "8G (default 2G, or the ONNXVIZ_MAX_BYTES environment variable)")
+                        "8G, or 'off' (default 2G, or the ONNXVIZ_MAX_BYTES environment variable)")
     p.add_argument("--feed", action="append", type=_feed_arg, metavar="NAME=FILE.npy",
                    help="an array for another model input the layers need; repeat for several")
 

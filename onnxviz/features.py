@@ -39,8 +39,8 @@ default) is checked before anything runs: see :mod:`onnxviz.budget`.
 
 Known limits: images go to rank-4 inputs only (a 1-D or 3-D conv net takes a tensor); a
 layer that needs a model input that is not given is refused with a message naming it; the
-budget's estimate does not look inside If/Loop bodies, and a tensor shape inference cannot
-size is counted as large as its node's inputs, a guess the refusal message owns up to.
+budget's estimate does not look inside If/Loop bodies, and a request holding a tensor no
+shape inference can size is refused as such (``--max-memory off`` runs it unchecked).
 """
 
 from __future__ import annotations
@@ -255,7 +255,7 @@ def _session(model, tensors: tuple):
     sess = model._sessions.get(key)
     if sess is None:
         sub = sub_model(model.proto, list(tensors))
-        sess = runtime.session(sub, model.base_dir)
+        sess = runtime.session(sub, model.base_dir, arena=False)  # memory as the guard counts it
         if len(model._sessions) >= 8:  # a small cache: a session holds its weights in memory
             model._sessions.pop(next(iter(model._sessions)))
         model._sessions[key] = sess

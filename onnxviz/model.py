@@ -69,7 +69,7 @@ from .graph.chain import feature_tensor
 from .graph.index import CONV_OPS, META, Index, is_conv, node_attr, weight_input
 from .graph.inputs import find_input
 from .graph.names import folded_into, friendly_names
-from .graph.shapes import infer_shapes
+from .graph.shapes import Shapes, is_static
 from .graph.weights import constant_shape, conv_filters, external_path
 from .graph.wire import read_model
 
@@ -170,23 +170,26 @@ class Model:
             )
         self.input = find_input(self._index, convs[0][0], self.metadata)
         names = friendly_names([(n, w) for n, w, _ in convs], self.metadata)
-        shapes = infer_shapes(proto, self.input)
+        self._shape_cache: dict = {}
+        shapes = self.shapes(self._table_feeds())
+        chains = [feature_tensor(self._index, node.output[0], shapes) for node, _, _ in convs]
+        shapes.size([t for (t, _), (node, _, _) in zip(chains, convs)] + [n.output[0] for n, _, _ in convs])
         layers = []
         for k, ((node, weight, i), name) in enumerate(zip(convs, names)):
             out = node.output[0]
-            tensor, activation = feature_tensor(self._index, out, shapes)
+            tensor, activation = chains[k]
             w_dims = self._weight_dims(weight, shapes)
             if (w_dims or weight in self._index.initializers) and len(w_dims) < 3:
                 raise ModelError(f"the weight of conv '{node.name}' ('{weight}') has shape "
                                  f"{format_shape(w_dims) if w_dims else '() (a scalar)'}; a convolution "
                                  "weight has rank 3 or more (O, I/group, *kernel)")
             group, strides, dilations = _conv_attrs(node)
-            fm = shapes.get(tensor) or shapes.get(out)
+            fm = next((d for d in (shapes.get(tensor), shapes.get(out)) if d and is_static(d[1:])), None)
             layers.append(Layer(
                 index=k, name=name, node=node.name, op=node.op_type,
                 filter_shape=w_dims, group=group,
                 tensor=tensor, conv_output=out,
-                output_shape=tuple(fm[1:]) if fm and all(isinstance(d, int) for d in fm[1:]) else None,
+                output_shape=tuple(fm[1:]) if fm else None,
                 strides=strides, dilations=dilations,
                 weight=weight, activation=activation, folded=folded_into(node, weight),
                 node_index=i,
@@ -224,12 +227,47 @@ class Model:
                     continue
         return list(dict.fromkeys(found))
 
-    def _weight_dims(self, weight: str, shapes: dict) -> tuple:
+    def shapes(self, feeds: dict | None = None) -> Shapes:
+        """The one shape inference (:mod:`onnxviz.graph.shapes`) with the graph inputs of
+        ``feeds`` (``{name: dims}``) pinned, cached per model and input shape (8 kept).
+
+        Stage 1 (onnx) runs here; :meth:`Shapes.size` runs onnxruntime's stages (imported
+        only then) for what it leaves unsized.
+
+        >>> m.shapes({"input": (1, 3, 224, 224)}).dims("/4/Relu_output_0")   # doctest: +SKIP
+        (1, 64, 56, 56)
+        """
+        key = tuple(sorted((k, tuple(v)) for k, v in (feeds or {}).items()))
+        found = self._shape_cache.get(key)
+        if found is None:
+            if len(self._shape_cache) >= 8:
+                self._shape_cache.pop(next(iter(self._shape_cache)))
+            found = self._shape_cache[key] = Shapes(self.proto, dict(key), _runtime_stages)
+        return found
+
+    def _table_feeds(self) -> dict:
+        """The input at the layer table's size: batch 1 (or the model's fixed batch); an image
+        input at its size, 3 channels where the graph leaves them open; another rank only if
+        its other dims are fixed (a dynamic length has no size to show maps at)."""
+        inp = self.input
+        if inp is None or not inp.shape:
+            return {}
+        fixed = [d if isinstance(d, int) and d > 0 else None for d in inp.shape]
+        if len(fixed) == 4:
+            h, w = inp.size
+            rest = [h, w, fixed[3] or 3] if inp.layout == "NHWC" else [fixed[1] or 3, h, w]
+        elif all(fixed[1:]):
+            rest = fixed[1:]
+        else:
+            return {}
+        return {inp.name: (fixed[0] or 1, *rest)}
+
+    def _weight_dims(self, weight: str, shapes: Shapes) -> tuple:
         init = self._index.initializers.get(weight)
         if init is not None:
             return tuple(init.dims)
-        if weight in shapes and all(isinstance(d, int) for d in shapes[weight]):
-            return tuple(shapes[weight])
+        if is_static(shapes.dims(weight)):
+            return tuple(shapes.dims(weight))
         try:  # shape inference on the weight's own constant sub-graph: nothing folded at load
             return constant_shape(self._index, weight) or ()
         except ModelError:
@@ -329,6 +367,13 @@ class Model:
             "layers": [l.as_dict() for l in self.layers],
         }
 
+
+
+def _runtime_stages() -> list:
+    """onnxruntime's shape stages, imported only when onnx inference leaves a tensor unsized."""
+    from . import runtime
+
+    return runtime.shape_stages()
 
 
 def summary_text(info: dict) -> str:

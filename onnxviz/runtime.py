@@ -10,6 +10,8 @@ into the model's folder.
 >>> sess = session(sub_proto, "/models")                  # doctest: +SKIP
 >>> run(sess, {"input": x}, ["block1_conv1/Relu:0"])      # doctest: +SKIP
 
+:func:`shape_stages` gives :mod:`onnxviz.graph.shapes` its two onnxruntime-backed stages.
+
 Graph optimisations stay on (level ``ORT_ENABLE_ALL``): asking for the post-activation
 tensor of a conv keeps the Conv+activation fusion. Except one, for large models: see
 :data:`LARGE_WEIGHTS`.
@@ -30,7 +32,7 @@ import onnxruntime as ort  # noqa: E402
 from .errors import ModelError
 from .graph.weights import check_external
 
-__all__ = ["session", "run", "providers"]
+__all__ = ["session", "run", "providers", "shape_stages"]
 
 _EXTERNAL_FOLDER = "session.model_external_initializers_file_folder_path"
 
@@ -74,11 +76,22 @@ def _one_line(e: Exception) -> str:
     return lines[0] if lines else type(e).__name__
 
 
-def session(model: onnx.ModelProto, base_dir: str, *, threads: int = 0) -> ort.InferenceSession:
-    """An ``InferenceSession`` for ``model`` whose external data lives in ``base_dir``."""
+def session(model: onnx.ModelProto, base_dir: str, *, threads: int = 0, arena: bool = True) -> ort.InferenceSession:
+    """An ``InferenceSession`` for ``model`` whose external data lives in ``base_dir``.
+
+    ``arena=False`` turns onnxruntime's CPU memory arena off (feature-map sessions do, for
+    the memory guard): the arena keeps every page a run touched, and a freed buffer serves
+    only a request no larger than itself, so the peak RSS runs past the tensors alive at
+    once by however the sizes of the run's buffers fall. Measured (``scripts/bench_budget.py``,
+    BENCHMARKS.md, "Memory guard"): a style-transfer net at 720² held 407 MiB with the arena
+    and 307 without, for 243 MiB alive at once; a ResNet18 at batch 8, all layers, 115-133
+    MiB with it and 96 without, for 82. A first run takes as long either way (VGG16:
+    0.70-1.14 s both, on a shared machine); repeated runs of one session are 11-38% slower
+    without it (their pages are mapped again each run)."""
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 4  # errors come back as exceptions; the log would repeat them on stderr
+    options.enable_cpu_mem_arena = arena
     if threads:
         options.intra_op_num_threads = threads
     options.add_session_config_entry(_EXTERNAL_FOLDER, base_dir)
@@ -108,3 +121,80 @@ def run(sess: ort.InferenceSession, feeds: dict, outputs: list[str]) -> list:
         return sess.run(outputs, feeds)
     except Exception as e:
         raise ModelError(f"onnxruntime failed to run the model: {_one_line(e)}") from None
+
+
+# ---------------------------------------------------------------- shape inference stages
+
+def _elem_type(ort_type: str) -> int:
+    """``'tensor(float16)'`` → ``onnx.TensorProto.FLOAT16`` (0 if unknown)."""
+    name = ort_type[len("tensor("):-1] if ort_type.startswith("tensor(") else ""
+    return onnx.TensorProto.DataType.Value(name.upper()) if name.upper() in onnx.TensorProto.DataType.keys() else 0
+
+
+def _symbolic_class():
+    """onnxruntime's ``SymbolicShapeInference``, loaded from its file: the package
+    ``onnxruntime.tools`` imports torch when it is installed (1.7 s here), the module
+    itself only sympy (0.35-0.5 s, measured: BENCHMARKS.md, "Shape inference")."""
+    import importlib.util
+    import sys
+
+    name = "onnxviz._ort_symbolic_shape_infer"
+    if name not in sys.modules:
+        path = os.path.join(os.path.dirname(ort.__file__), "tools", "symbolic_shape_infer.py")
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        sys.modules[name] = module
+    return sys.modules[name].SymbolicShapeInference
+
+
+def symbolic_shapes(model: onnx.ModelProto, names) -> dict:
+    """``{name: (dims, elem_type)}`` from onnxruntime's symbolic shape inference (contrib ops
+    it has a rule for, computed shapes onnx's data propagation does not follow).
+
+    Driven step by step rather than through ``SymbolicShapeInference.infer_shapes``, which
+    writes ``sym_shape_infer_temp.onnx`` into the working folder when it cannot size
+    everything; what it sized before stopping is kept.
+    """
+    infer = _symbolic_class()(2**31 - 1, True, False, 0)
+    try:
+        infer._preprocess(model)
+        while infer.run_:
+            infer._infer_impl()
+    except Exception:  # it stops at the first op it cannot follow (asserts): keep what it found
+        pass
+    known = getattr(infer, "known_vi_", {})
+    out = {}
+    for name in names:
+        vi = known.get(name)
+        if vi is not None and vi.type.tensor_type.HasField("shape"):
+            dims = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or "?")
+                         for d in vi.type.tensor_type.shape.dim)
+            out[name] = (dims, vi.type.tensor_type.elem_type)
+    return out
+
+
+def session_shapes(model: onnx.ModelProto, names) -> dict:
+    """``{name: (dims, elem_type)}`` as an onnxruntime session infers them when it is built
+    on ``model`` with ``names`` as extra outputs: every op onnxruntime registers (contrib
+    ones included) has its shape rule there, and constant folding (the basic optimisation
+    level) gives the shape tensors computed from constants. Nothing is run."""
+    exposed = onnx.ModelProto()
+    exposed.CopyFrom(model)
+    have = {o.name for o in exposed.graph.output}
+    exposed.graph.output.extend(onnx.ValueInfoProto(name=n) for n in names if n not in have)
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    options.log_severity_level = 4
+    try:
+        sess = ort.InferenceSession(exposed.SerializeToString(), options, providers=providers())
+    except Exception as e:  # an op onnxruntime does not know: the run would fail the same way
+        raise ModelError(f"onnxruntime cannot load the model: {_one_line(e)}") from None
+    wanted = set(names)
+    return {o.name: (tuple(d if isinstance(d, int) else (d or "?") for d in (o.shape or ())), _elem_type(o.type))
+            for o in sess.get_outputs() if o.name in wanted and o.shape is not None}
+
+
+def shape_stages() -> list:
+    """The fallback stages of :class:`onnxviz.graph.shapes.Shapes`, in order."""
+    return [("symbolic", symbolic_shapes), ("session", session_shapes)]

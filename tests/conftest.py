@@ -6,12 +6,11 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from onnx import helper
 
 sys.path.insert(0, os.path.dirname(__file__))
 os.environ.setdefault("MPLBACKEND", "Agg")
 
-from builders import Net, save, vgg_like  # noqa: E402
+from builders import save, vgg_like  # noqa: E402
 
 
 def sha(path) -> str:
@@ -83,3 +82,12 @@ def vgg16_report(tmp_path_factory):
     path = folder / "vgg16 report.html"
     path.write_text(onnxviz.report.html.render(data), encoding="utf-8")
     return path, data
+
+
+@pytest.fixture
+def nchwc8(monkeypatch):
+    """The memory estimate with onnxruntime's NCHWc blocks of 8 channels (AVX2), whatever this
+    machine's (AVX-512: 16): for tests that check its figures byte for byte."""
+    from onnxviz import memplan
+
+    monkeypatch.setattr(memplan, "BLOCK", 8)

@@ -1,12 +1,10 @@
 """The command line, in-process through main(argv): outputs, exit codes, exact error lines."""
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
 
-import numpy as np
 import pytest
 from PIL import Image
 

@@ -220,7 +220,9 @@ def test_tensor_inside_an_if_body_is_a_clear_error(vgg):
 
 
 def test_fused_conv_untyped_by_onnx_is_typed_by_the_session(tmp_path):
-    """com.microsoft FusedConv: onnx shape inference cannot type it, onnxruntime can."""
+    """com.microsoft FusedConv: onnx shape inference cannot type it, onnxruntime can: the
+    session stage of the one shape inference sizes it for the layer table (before: no shape,
+    and no activation named), and the feature-map session types the exposed output."""
     net = Net((1, 3, 16, 16))
     w = (np.random.default_rng(9).standard_normal((4, 3, 3, 3)) * 0.3).astype(np.float32)
     b = np.linspace(-0.5, 0.5, 4).astype(np.float32)
@@ -230,7 +232,9 @@ def test_fused_conv_untyped_by_onnx_is_typed_by_the_session(tmp_path):
     model = net.model()
     model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
     m = onnxviz.load(save(model, tmp_path / "fused.onnx"))
-    assert [(l.op, l.output_shape) for l in m.layers] == [("FusedConv", None), ("Conv", None)]
+    assert [(l.op, l.output_shape, l.activation) for l in m.layers] == [
+        ("FusedConv", (4, 16, 16), "Relu"), ("Conv", (4, 16, 16), "Relu")]
+    assert m.shapes(m._table_feeds()).sized_by["fused_out"] == "session"
     sub = graph.expose(m.proto, ["fused_out"])
     assert not sub.graph.output[-1].type.HasField("tensor_type")  # left for onnxruntime to type
     img = _img()

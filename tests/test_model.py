@@ -3,9 +3,8 @@
 import json
 
 import numpy as np
-import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper
 
 import onnxviz
 from builders import Net, save, vgg_like

@@ -51,6 +51,9 @@ _BOOLEAN = {"Greater", "Less", "GreaterOrEqual", "LessOrEqual", "Equal", "Not", 
 # Same values, other layout or encoding: a region through them must end where they are undone.
 _TRANSPARENT = {"Identity", "Reshape", "QuantizeLinear", "DequantizeLinear"}
 _REGION_OPS = _ELEMENTWISE | _BOOLEAN | _NORMS | _TRANSPARENT
+# onnxruntime's fused convs name their activation in an attribute: FusedConv(activation="Relu")
+# (a ResNet18 saved at the "extended" optimisation level); the chain then passes no norm after it.
+_FUSED = {"FusedConv", "NhwcFusedConv"}
 _REGION_LIMIT = 16   # nodes in one region of the chain (a decomposed GELU is 5, tanh-GELU 8)
 _CHAIN_LIMIT = 32    # regions in one chain
 
@@ -276,8 +279,9 @@ def feature_tensor(index: Index, conv_output: str, shapes: dict | None = None) -
     expression of the tensor that converges again (TorchScript's ``x·(1+erf(x/√2))``, ``x ·
     tanh(softplus(x))``, ``x·sigmoid(x)``) — and any ``Mul``/``Div`` by a scalar constant right
     after it (the ``·0.5`` of TorchScript's GELU). ``activation`` names what was passed:
-    ``Relu``, ``x*Sigmoid(x)``, ``Gelu``, ``GroupNorm+Relu``, … or ``''``. ``shapes`` (from
-    :func:`onnxviz.graph.shapes.infer_shapes`) lets a region through a ``Reshape`` end where a constant shape undoes it.
+    ``Relu``, ``x*Sigmoid(x)``, ``Gelu``, ``GroupNorm+Relu``, … or ``''``; a ``FusedConv``'s
+    own ``activation`` attribute comes first (``Relu``), and only scales may follow it. ``shapes`` (from
+    :class:`onnxviz.graph.shapes.Shapes`) lets a region through a ``Reshape`` end where a constant shape undoes it.
 
     Quantized convs: a ``QLinearConv``'s feature map is its quantized output (or that of a
     ``QLinearLeakyRelu``/``QLinearSigmoid`` after it, or a ``DequantizeLinear`` after those,
@@ -297,7 +301,9 @@ def feature_tensor(index: Index, conv_output: str, shapes: dict | None = None) -
         if scaling is None:
             return conv_output, ""
         cur = scaling[1].output[0]
-    names, activated = [], False
+    fused = node_attr(producer, "activation", b"") if producer is not None and producer.op_type in _FUSED else b""
+    fused = fused.decode() if isinstance(fused, bytes) else str(fused)
+    names, activated = [fused] if fused else [], bool(fused)
     for _ in range(_CHAIN_LIMIT):
         region = _region(index, cur, shapes)
         if region is None:  # equal QDQ pairs, one per consumer, that do not converge: the first
