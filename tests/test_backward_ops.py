@@ -87,6 +87,7 @@ CASES = {
     # arithmetic, broadcasting
     "Add": Case([node("Add", ["x", "b"])], {"x": X, "b": r(3, 1, 1)}),
     "Add-lead": Case([node("Add", ["x", "b"])], {"x": X, "b": r(6)}),
+    "Sum": Case([node("Sum", ["x", "b", "d"])], {"x": X, "b": r(3, 1, 1), "d": r(1, 6)}),
     "Sub": Case([node("Sub", ["x", "b"])], {"x": X, "b": r(1, 3, 1, 6)}),
     "Mul": Case([node("Mul", ["x", "g"])], {"x": X, "g": r(2, 3, 1, 1)}),
     "Mul-symbolic": Case([node("Mul", ["x", "g"])], {"x": X, "g": r(2, 3, 1, 1)},
@@ -96,6 +97,9 @@ CASES = {
     "Pow-frac": Case([node("Pow", ["x", "p"])], {"x": r(2, 3, 4, lo=0.2)}, {"p": np.array(2.5)}),
     # pass-through
     "Identity": Case([node("Identity", ["x"])], {"x": X}),
+    "CastLike": Case([node("CastLike", ["x", "t"])], {"x": X}, {"t": np.zeros(1)}),
+    "CastLike-type-only": Case([node("CastLike", ["k", "x"], ("kk",)), node("Add", ["x", "kk"])], {"x": X},
+                               {"k": r(6)}),
     "Dropout": Case([node("Dropout", ["x"], ("y", "mask"))], {"x": X}),
     "Expand": Case([node("Expand", ["x", "s"])], {"x": r(3, 1, 6)}, {"s": c([2, 3, 5, 6])}),
     # norms

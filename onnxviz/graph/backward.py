@@ -218,7 +218,8 @@ def _reach(graph_nodes, start: str, carries) -> set:
     """Tensors that depend on ``start`` through outputs that carry a gradient (graph order)."""
     found = {start}
     for node in graph_nodes:
-        if any(i in found for i in node.input if i):
+        skip = getattr(RULES.get(_key(node)), "type_only", ())
+        if any(i in found for k, i in enumerate(node.input) if i and k not in skip):
             found.update(o for k, o in enumerate(node.output) if o and carries(node, k))
     return found
 
@@ -267,24 +268,22 @@ def build(model: onnx.ModelProto, terms, wrt, *, shapes: dict | None = None, fet
     if untyped and probe is not None:
         known = probe(list(dict.fromkeys(untyped)))
         before = _infer(proto, known)
+    sizes = _sizes(terms, before)
+    _check_borders(terms, before)
     seed_names, values = _objective(e, terms, before)
     total = values[0] if len(values) == 1 else e.op("Sum", values)
     e.nodes.append(helper.make_node("Identity", [total], [OBJECTIVE], name=PREFIX + "objective"))
-    for seed, term in zip(seed_names, terms):
-        graph.input.append(helper.make_tensor_value_info(seed, before.get(term.tensor, (None, 1))[1] or 1, ["N", None]))
+    for seed, term, size in zip(seed_names, terms, sizes):  # a seed is (batch, the term's size)
+        elem = before.get(term.tensor, (None, 0))[1]
+        if not elem:
+            raise UnsupportedModelError(f"the element type of '{term.tensor}' is unknown (shape inference could "
+                                        "not type it)")
+        graph.input.append(helper.make_tensor_value_info(seed, elem, ["N", size]))
     graph.node.extend(e.nodes)
-    e.nodes = []
-    types = _infer(proto, known)
-    e.types.update(types)
+    graph.initializer.extend(e.initializers)
+    e.nodes, e.initializers = [], []
+    e.types.update(_infer(proto, known))
     e.index = Index(graph, base_dir)
-    sizes = _sizes(terms, types)
-    _check_borders(terms, types)
-    for seed, size in zip(seed_names, sizes):  # a seed's width is the term's size
-        vi = next(i for i in graph.input if i.name == seed)
-        if size is not None:
-            vi.type.tensor_type.shape.dim[1].dim_value = size
-        if not vi.type.tensor_type.elem_type:
-            raise UnsupportedModelError(f"the element type of '{terms[seed_names.index(seed)].tensor}' is unknown")
 
     nodes = list(graph.node)
 
@@ -309,7 +308,8 @@ def build(model: onnx.ModelProto, terms, wrt, *, shapes: dict | None = None, fet
         behind.update(o for o in n.output if o)
     behind.update(wrt)
     live = live_from & (behind | {OBJECTIVE})
-    path = [n for n in nodes if any(o in live for o in n.output if o) and any(i in live for i in n.input if i)]
+    path = [n for n in nodes if any(o in live for o in n.output if o) and
+            any(i in live for k, i in enumerate(n.input) if i and k not in getattr(RULES.get(_key(n)), "type_only", ()))]
 
     for node in path:
         rule = RULES.get(_key(node))
@@ -321,7 +321,7 @@ def build(model: onnx.ModelProto, terms, wrt, *, shapes: dict | None = None, fet
                 f"{_route(nodes, start, node, live, OBJECTIVE)}" + (f": {hint}" if hint else
                 f"; ops with a rule: {listing(sorted({op for _, op in RULES}), 80)}"))
         for k, name in enumerate(node.input):
-            if name in live and rule.inputs is not None and k not in rule.inputs:
+            if name in live and rule.inputs is not None and k not in rule.inputs + rule.type_only:
                 raise UnsupportedModelError(
                     f"the gradient of {node.op_type} '{node.name}' with respect to its input {k} ('{name}') is "
                     f"not supported (only input {', '.join(map(str, rule.inputs))}: weights are constants), and "

@@ -45,13 +45,15 @@ class Rule:
     ``inputs``: the input positions it differentiates (``None``: all; a weight input on the
     path is an error); ``outputs``: the outputs that carry a gradient (``None``: the float ones);
     ``prepare``: ``fn(e, node) -> node``, the forward node as the rule needs it (MaxPool adds
-    its Indices output).
+    its Indices output); ``type_only``: inputs whose values the output does not depend on
+    (``CastLike``'s second input gives only a type).
     """
 
     fn: Callable
     inputs: tuple | None = (0,)
     outputs: tuple | None = None
     prepare: Callable | None = None
+    type_only: tuple = ()
 
 
 class Emitter:

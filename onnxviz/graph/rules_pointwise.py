@@ -182,6 +182,11 @@ def add(e, node, dy):
     return [e.unbroadcast(dy[0], a, y), e.unbroadcast(dy[0], b, y)]
 
 
+def sum_(e, node, dy):
+    """Sum (several residual branches at once; the objective's terms): each input gets dy, summed back."""
+    return [e.unbroadcast(dy[0], x, node.output[0]) for x in node.input]
+
+
 def sub(e, node, dy):
     """Sub (mean subtraction in the preprocessing): dA = dy, dB = −dy (summed back)."""
     a, b = node.input[:2]
@@ -222,6 +227,11 @@ def cast(e, node, dy):
     return [e.op("Cast", [dy[0]], to=e.elem(node.input[0]))]
 
 
+def cast_like(e, node, dy):
+    """CastLike (dynamo's exports cast constants like the input): dx = dy cast back to x's type."""
+    return [e.op("CastLike", [dy[0], node.input[0]]), None]
+
+
 def straight_through(e, node, dy):
     """QuantizeLinear / DequantizeLinear (QDQ models of onnxruntime's quantizer): the rounding has
     no gradient, so the gradient passes straight through (the straight-through estimator)."""
@@ -234,9 +244,10 @@ RULES = {
     ("", "Sigmoid"): Rule(sigmoid), ("", "HardSigmoid"): Rule(hard_sigmoid), ("", "HardSwish"): Rule(hard_swish),
     ("", "Tanh"): Rule(tanh), ("", "Softplus"): Rule(softplus), ("", "Gelu"): Rule(gelu),
     ("com.microsoft", "Gelu"): Rule(gelu), ("", "Erf"): Rule(erf), ("", "Mish"): Rule(mish),
-    ("", "Add"): Rule(add, inputs=(0, 1)), ("", "Sub"): Rule(sub, inputs=(0, 1)),
+    ("", "Add"): Rule(add, inputs=(0, 1)), ("", "Sum"): Rule(sum_, inputs=None), ("", "Sub"): Rule(sub, inputs=(0, 1)),
     ("", "Mul"): Rule(mul, inputs=(0, 1)), ("", "Div"): Rule(div, inputs=(0, 1)), ("", "Pow"): Rule(pow_),
     ("", "Identity"): Rule(identity), ("", "Dropout"): Rule(identity, outputs=(0,)), ("", "Cast"): Rule(cast),
+    ("", "CastLike"): Rule(cast_like, type_only=(1,)),
     ("", "QuantizeLinear"): Rule(straight_through, outputs=(0,)),
     ("", "DequantizeLinear"): Rule(straight_through),
 }
