@@ -117,6 +117,8 @@ CASES = {
                                   numpy=lambda x: _group_norm(x, 2) * r(4)[:, None, None] + r(4)[:, None, None]),
     # pooling and reductions
     "MaxPool": Case([node("MaxPool", ["x"], kernel_shape=[2, 2], strides=[2, 2])], {"x": X}),
+    "MaxPool-ceil-pads": Case([node("MaxPool", ["x"], kernel_shape=[2, 2], strides=[2, 2], pads=[1, 0, 0, 0],
+                                    ceil_mode=1)], {"x": X}),
     "MaxPool-overlap": Case([node("MaxPool", ["x"], kernel_shape=[3, 3], strides=[1, 1], pads=[1, 1, 1, 1])], {"x": X}),
     "MaxPool-ceil-dilated": Case([node("MaxPool", ["x"], kernel_shape=[2, 2], strides=[2, 2], dilations=[2, 1],
                                        ceil_mode=1)], {"x": X}),

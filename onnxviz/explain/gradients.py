@@ -179,15 +179,18 @@ class GradientRunner:
                     "--max-memory or ONNXVIZ_MAX_BYTES")
             batch = max(1, batch // 2)
 
-    def run(self, x: np.ndarray, seeds: list, others: dict | None = None) -> tuple:
-        """One session run: objective values (N,), [grad per wrt], [fetched]; in the model's type."""
+    def run(self, x: np.ndarray, seeds: list, others: dict | None = None, terms: bool = False) -> tuple:
+        """One session run: objective values (N,), [grad per wrt], [fetched] (and with ``terms``,
+        [value per term]); in the model's type."""
         g = self.graph
         feeds = {self.model.input.name: x, **{s: v for s, v in zip(g.seeds, seeds)},
                  **{k: v for k, v in (others or {}).items() if k in self.inputs}}
+        own = [v for v in g.values if v != g.objective] if terms else []  # one term: its value is the objective
         out = runtime.run(self.session, {k: v for k, v in feeds.items() if k in self.inputs},
-                          [g.objective, *g.grads.values(), *self.fetch])
-        k = len(g.grads)
-        return out[0], out[1:1 + k], out[1 + k:]
+                          [g.objective, *g.grads.values(), *self.fetch, *own])
+        k, f = len(g.grads), len(self.fetch)
+        result = (out[0], out[1:1 + k], out[1 + k:1 + k + f])
+        return result + ((out[1 + k + f:] or [out[0]]),) if terms else result
 
 
 def runner(model, terms: tuple, wrt: tuple, shape: tuple, *, guided=False, fetch=(), others=None) -> GradientRunner:

@@ -88,6 +88,7 @@ class GradGraph:
     grads: dict                        # wrt tensor → output name of its gradient
     sizes: tuple                       # per term: classes (score) or channels (channel); None unknown
     fetched: tuple = ()                # forward tensors also output (under their own names)
+    values: tuple = ()                 # per term, the output (N,) of its own value
     quantized: bool = False            # QuantizeLinear/DequantizeLinear passed straight through
     path_ops: tuple = field(default=())  # op types differentiated, for the record
 
@@ -273,6 +274,9 @@ def build(model: onnx.ModelProto, terms, wrt, *, shapes: dict | None = None, fet
     seed_names, values = _objective(e, terms, before)
     total = values[0] if len(values) == 1 else e.op("Sum", values)
     e.nodes.append(helper.make_node("Identity", [total], [OBJECTIVE], name=PREFIX + "objective"))
+    term_outputs = tuple(f"onnxviz_term_{k}" for k in range(len(terms))) if len(terms) > 1 else (OBJECTIVE,)
+    if len(terms) > 1:
+        e.nodes.extend(helper.make_node("Identity", [v], [o], name=PREFIX + o) for v, o in zip(values, term_outputs))
     for seed, term, size in zip(seed_names, terms, sizes):  # a seed is (batch, the term's size)
         elem = before.get(term.tensor, (None, 0))[1]
         if not elem:
@@ -351,7 +355,7 @@ def build(model: onnx.ModelProto, terms, wrt, *, shapes: dict | None = None, fet
         e.nodes.append(helper.make_node("Identity", [_total(e, grads.get(w), w)], [out], name=PREFIX + out))
         outputs[w] = out
     final = [prepared.get(id(n), n) for n in nodes] + e.nodes
-    wanted = [OBJECTIVE, *outputs.values(), *fetch]
+    wanted = list(dict.fromkeys([OBJECTIVE, *term_outputs, *outputs.values(), *fetch]))
     kept = _needed(final, wanted)
     used = {i for n in kept for i in list(n.input) + sorted(body_inputs(n))}
     new = onnx.ModelProto()
@@ -370,7 +374,7 @@ def build(model: onnx.ModelProto, terms, wrt, *, shapes: dict | None = None, fet
     if new.ir_version < 8:
         new.ir_version = 8
     ops = {n.op_type for n in path}
-    return GradGraph(new, OBJECTIVE, tuple(seed_names), outputs, sizes, fetch,
+    return GradGraph(new, OBJECTIVE, tuple(seed_names), outputs, sizes, fetch, term_outputs,
                      quantized=bool(ops & {"QuantizeLinear", "DequantizeLinear"}), path_ops=tuple(sorted(ops)))
 
 

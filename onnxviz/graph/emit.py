@@ -163,8 +163,16 @@ class Emitter:
         return self._shapes[name]
 
     def where(self, cond: str, a: str, b=0) -> str:
-        """``Where(cond, a, b)``, ``b`` a number (in ``a``'s type) or a tensor."""
-        return self.op("Where", [cond, a, b if isinstance(b, str) else self.const(b, like=a)])
+        """``cond ? a : b`` (``b`` a tensor, or 0) as ``a·c`` or ``b + c·(a − b)`` with ``c`` = cond
+        cast to ``a``'s type: onnxruntime's ``Where`` is ~20× slower than that (measured, 4×64×112²
+        float32, 2 cores: Where 48–51 ms; Greater 2.3, Cast 2.0–2.4, Mul 4.2 ms). Both branches
+        must be finite."""
+        c = self.op("Cast", [cond], to=self.elem(a))
+        if not isinstance(b, str):
+            if b != 0:
+                raise ValueError("where() takes a tensor or 0 as its third argument")
+            return self.op("Mul", [a, c])
+        return self.op("Add", [b, self.op("Mul", [c, self.op("Sub", [a, b])])])
 
     def cmp(self, op: str, x: str, value) -> str:
         return self.op(op, [x, value if isinstance(value, str) else self.const(value, like=x)])

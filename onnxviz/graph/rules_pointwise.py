@@ -29,10 +29,12 @@ def _input(node, k: int) -> str:
 # ------------------------------------------------------------------ activations
 
 def relu(e, node, dy):
-    """Relu (VGG16): dx = dy·[x > 0]. Guided backprop (captum's GuidedBackprop): max(dy, 0)·[x > 0]."""
-    x = node.input[0]
+    """Relu (VGG16): dx = dy·[y > 0] (= [x > 0]; read from the output, so that onnxruntime still
+    fuses the conv before it with its Relu). Guided backprop (captum's GuidedBackprop):
+    max(dy, 0)·[y > 0]."""
+    y = node.output[0]
     g = e.op("Relu", [dy[0]]) if e.guided else dy[0]
-    return [e.where(e.cmp("Greater", x, 0), g)]
+    return [e.where(e.cmp("Greater", y, 0), g)]
 
 
 def leaky_relu(e, node, dy):
@@ -90,7 +92,7 @@ def hard_swish(e, node, dy):
     """HardSwish (MobileNetV3): y = x·clip(x/6 + ½, 0, 1); dx = 0 (x < −3), dy·(x/3 + ½) (x ≤ 3), dy."""
     x = node.input[0]
     mid = e.op("Mul", [dy[0], e.op("Add", [e.op("Mul", [x, e.const(1 / 3, like=x)]), e.const(0.5, like=x)])])
-    return [e.where(e.cmp("Less", x, -3.0), e.const(0, like=x), e.where(e.cmp("LessOrEqual", x, 3.0), mid, dy[0]))]
+    return [e.where(e.cmp("GreaterOrEqual", x, -3.0), e.where(e.cmp("LessOrEqual", x, 3.0), mid, dy[0]))]
 
 
 def tanh(e, node, dy):
