@@ -46,7 +46,7 @@ from ..graph.index import Index
 from ..graph.rewrite import sub_model
 from ..graph.score import class_score_tensor
 
-__all__ = ["Score", "Channel", "gradients", "input_tensor", "score_tensor", "GradientRunner"]
+__all__ = ["Score", "Channel", "gradients", "input_tensor", "score_tensor", "GradientRunner", "runner", "cached"]
 
 
 @dataclass(frozen=True)
@@ -193,16 +193,22 @@ class GradientRunner:
         return result + ((out[1 + k + f:] or [out[0]]),) if terms else result
 
 
-def runner(model, terms: tuple, wrt: tuple, shape: tuple, *, guided=False, fetch=(), others=None) -> GradientRunner:
-    """The cached :class:`GradientRunner` for this objective structure, wrt and input shape."""
-    key = ("gradients", terms, wrt, tuple(shape[1:]), guided, fetch)
+def cached(model, key, make):
+    """``model._sessions[key]``, made by ``make()`` the first time (a small cache, as the
+    feature-map sessions': a session holds its weights in memory)."""
     found = model._sessions.get(key)
     if found is None:
-        found = GradientRunner(model, terms, wrt, shape, guided=guided, fetch=fetch, others=others)
-        if len(model._sessions) >= 8:  # a small cache, as the feature-map sessions'
+        found = make()
+        if len(model._sessions) >= 8:
             model._sessions.pop(next(iter(model._sessions)))
         model._sessions[key] = found
     return found
+
+
+def runner(model, terms: tuple, wrt: tuple, shape: tuple, *, guided=False, fetch=(), others=None) -> GradientRunner:
+    """The cached :class:`GradientRunner` for this objective structure, wrt and input shape."""
+    return cached(model, ("gradients", terms, wrt, tuple(shape[1:]), guided, fetch),
+                  lambda: GradientRunner(model, terms, wrt, shape, guided=guided, fetch=fetch, others=others))
 
 
 def _per_item(value, n: int, what: str) -> np.ndarray:
