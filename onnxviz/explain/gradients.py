@@ -281,7 +281,8 @@ def gradients(model, x, objective, wrt=None, *, guided: bool = False, batch: int
                  fetch=tensors if return_activations else (), others=others)
     if run.graph.quantized:
         warnings.warn("the model is quantized (QDQ): gradients pass straight through its QuantizeLinear/"
-                      "DequantizeLinear nodes (the rounding has no gradient)", OnnxvizWarning, stacklevel=2)
+                      "DequantizeLinear nodes (the rounding has no gradient; values outside a QuantizeLinear's "
+                      "range pass none)", OnnxvizWarning, stacklevel=2)
     seeds = _seeds(run, picks, n)
     inp = model.input
     fixed = inp.shape[0] if inp.shape and isinstance(inp.shape[0], int) and inp.shape[0] > 0 else 0

@@ -28,7 +28,10 @@ path is a one-line :class:`~onnxviz.errors.UnsupportedModelError` / :class:`Laye
 positive inputs). Gradients are computed in the model's own float type (float16 too).
 
 **Quantized models.** ``QuantizeLinear``/``DequantizeLinear`` pass the gradient straight
-through (the rounding has none): :attr:`GradGraph.quantized` says so, for a warning.
+through (the rounding has none), except where a value falls outside the QuantizeLinear's
+integer range (the clipped straight-through estimator, as torch's fake-quantize backward: a
+ReLU that the quantizer folded into a range starting at 0 still masks the gradient):
+:attr:`GradGraph.quantized` says so, for a warning.
 ``QLinearConv``/``ConvInteger`` (QOperator and dynamic quantization) have no rule: their
 graphs hold no float conv to differentiate, and the error says to use a QDQ or float model.
 
@@ -67,6 +70,8 @@ _HINTS = {
     "ConvInteger": "a dynamically quantized model; gradients pass straight through QDQ models only: "
                    "quantize statically with quant_format=QuantFormat.QDQ, or use the float model",
 }
+_HINTS["DynamicQuantizeLinear"] = _HINTS["ConvInteger"]
+_HINTS["QLinearMatMul"] = _HINTS["QLinearConv"]
 
 
 @dataclass(frozen=True)
@@ -181,8 +186,9 @@ def _objective(e: Emitter, terms, types_before: dict) -> tuple[list[str], list[s
     return seeds, values
 
 
-def _route(graph_nodes, start: str, node, live: set, goal: str) -> str:
-    """``'x' → Conv 'c1' → TopK 't' → … → objective``: a shortest chain through ``node``."""
+def _route(graph_nodes, start: str, node, live: set, goal: str, via: str = "") -> str:
+    """``'x' → Conv 'c1' → TopK 't' → … → objective``: a shortest chain through ``node`` (and
+    through the node that makes its input ``via``, when given)."""
     producers = {o: n for n in graph_nodes for o in n.output if o}
     consumers: dict = {}
     for n in graph_nodes:
@@ -206,7 +212,9 @@ def _route(graph_nodes, start: str, node, live: set, goal: str) -> str:
                         queue.append(o)
         return None
 
-    head = chain(start, lambda n: n is node) or [node]
+    maker = producers.get(via)
+    head = (chain(start, lambda n: n is maker) + [node]) if maker is not None and chain(start, lambda n: n is maker) \
+        else (chain(start, lambda n: n is node) or [node])
     tail = next((c for c in (chain(o, lambda n: goal in n.output) for o in node.output if o in live) if c), [])
     steps = [f"{n.op_type} '{n.name}'" for n in head + [n for n in tail if n is not node]
              if not n.name.startswith(PREFIX)]
@@ -221,7 +229,7 @@ def _reach(graph_nodes, start: str, carries) -> set:
     for node in graph_nodes:
         skip = getattr(RULES.get(_key(node)), "type_only", ())
         if any(i in found for k, i in enumerate(node.input) if i and k not in skip):
-            found.update(o for k, o in enumerate(node.output) if o and carries(node, k))
+            found.update([o for k, o in enumerate(node.output) if o and carries(node, k, found)])
     return found
 
 
@@ -291,21 +299,27 @@ def build(model: onnx.ModelProto, terms, wrt, *, shapes: dict | None = None, fet
 
     nodes = list(graph.node)
 
-    def carries(node, k: int) -> bool:
+    def carries(node, k: int, found: set) -> bool:
         rule = RULES.get(_key(node))
         if rule is not None and rule.outputs is not None:
             return k in rule.outputs
-        return e.is_float(node.output[k])
+        if e.is_float(node.output[k]):
+            return True
+        if rule is None:  # a quantized op: its integers are the values
+            return node.op_type in _HINTS or node.op_type.startswith(("QLinear", "QGemm"))
+        x = node.input[0] if node.input else ""
+        return x in found and not e.is_float(x)  # integers of a quantized tensor moved (Flatten, MaxPool)
 
     reached = {}
     for w in wrt:
         reached[w] = _reach(nodes, w, carries)
         if OBJECTIVE not in reached[w]:
             reads = {i for n in _needed(nodes, [OBJECTIVE]) for i in list(n.input) + sorted(body_inputs(n))}
-            why = "only through values that carry no gradient (shapes, comparisons, indices)" if w in reads \
-                else "at all"
-            raise LayerError(f"tensor '{w}' does not reach the objective ({_describe(terms)}) {why}; "
-                             "differentiate with respect to a tensor the objective is computed from")
+            what = (f"reaches the objective ({_describe(terms)}) only through values that carry no gradient "
+                    "(shapes, comparisons, indices)" if w in reads else
+                    f"does not reach the objective ({_describe(terms)})")
+            raise LayerError(f"tensor '{w}' {what}; differentiate with respect to a tensor the objective is "
+                             "computed from")
     live_from = set().union(*reached.values())
     behind = set()
     for n in _needed(nodes, [OBJECTIVE]):
@@ -329,7 +343,7 @@ def build(model: onnx.ModelProto, terms, wrt, *, shapes: dict | None = None, fet
                 raise UnsupportedModelError(
                     f"the gradient of {node.op_type} '{node.name}' with respect to its input {k} ('{name}') is "
                     f"not supported (only input {', '.join(map(str, rule.inputs))}: weights are constants), and "
-                    f"that input is on the path {_route(nodes, start, node, live, OBJECTIVE)}")
+                    f"that input is on the path {_route(nodes, start, node, live, OBJECTIVE, via=name)}")
 
     prepared = {}
     for node in path:
@@ -369,8 +383,10 @@ def build(model: onnx.ModelProto, terms, wrt, *, shapes: dict | None = None, fet
     ins = [i for i in graph.input if i.name in used or i.name in wanted]
     del g.input[:]
     g.input.extend(ins)
+    typed_as = {out: w for w, out in outputs.items()}  # a gradient has its tensor's type
     for name in wanted:
-        g.output.append(helper.make_tensor_value_info(name, e.types.get(name, (None, 0))[1] or e.elem(OBJECTIVE), None))
+        elem = e.types.get(typed_as.get(name, name), (None, 0))[1] or e.elem(OBJECTIVE)
+        g.output.append(helper.make_tensor_value_info(name, elem, None))
     if new.ir_version < 8:
         new.ir_version = 8
     ops = {n.op_type for n in path}

@@ -122,8 +122,12 @@ class Emitter:
         return self.types.get(name, (None, 0))[0]
 
     def typed(self, name: str, like: str) -> str:
-        """Record that ``name`` (a gradient) has the dims and type of ``like`` (its tensor)."""
-        self.types[name] = self.types.get(like, (None, 0))
+        """Record that ``name`` (a gradient) has the dims and type of ``like`` (its tensor); the
+        gradient of an integer tensor (a QuantizeLinear's) keeps its own float type."""
+        dims, elem = self.types.get(like, (None, 0))
+        if elem and elem not in _FLOATS:
+            elem = self.types.get(name, (None, 0))[1]
+        self.types[name] = (dims, elem)
         return name
 
     def rank(self, name: str, node=None) -> int:

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import math
 
+import onnx
+
 from ..errors import UnsupportedModelError
 from .emit import Rule
 from .index import node_attr
@@ -235,9 +237,37 @@ def cast_like(e, node, dy):
 
 
 def straight_through(e, node, dy):
-    """QuantizeLinear / DequantizeLinear (QDQ models of onnxruntime's quantizer): the rounding has
-    no gradient, so the gradient passes straight through (the straight-through estimator)."""
+    """DequantizeLinear (QDQ models of onnxruntime's quantizer): the gradient passes straight through."""
     return [dy[0]]
+
+
+_RANGES = {onnx.TensorProto.UINT8: (0, 255), onnx.TensorProto.INT8: (-128, 127),
+           onnx.TensorProto.UINT16: (0, 65535), onnx.TensorProto.INT16: (-32768, 32767)}
+
+
+def quantize(e, node, dy):
+    """QuantizeLinear (QDQ models): straight through where x/scale + zero point rounds inside the
+    integer range, 0 outside (torch's fake-quantize backward). The quantizer folds a ReLU into an
+    output range starting at 0: this is its mask."""
+    x, scale = node.input[:2]
+    zp = _input(node, 2)
+    elem = e.elem(zp) if zp else onnx.TensorProto.UINT8
+    if elem not in _RANGES:
+        return [dy[0], None, None][:len(node.input)]
+    lo, hi = _RANGES[elem]
+    r = e.rank(x, node)
+    axis = node_attr(node, "axis", 1) % max(r, 1)
+
+    def along(t: str) -> str:  # a per-axis scale or zero point, shaped to broadcast along `axis`
+        t = e.op("Cast", [t], to=e.elem(x))
+        per_axis = len(e.dims(node.input[1]) or ()) == 1 and r > 1
+        return e.op("Reshape", [t, e.ints([-1] + [1] * (r - 1 - axis))]) if per_axis else t
+
+    level = e.op("Round", [e.op("Div", [x, along(scale)])])
+    if zp:
+        level = e.op("Add", [level, along(zp)])
+    inside = e.op("And", [e.cmp("GreaterOrEqual", level, float(lo)), e.cmp("LessOrEqual", level, float(hi))])
+    return [e.where(inside, dy[0]), None, None][:len(node.input)]
 
 
 RULES = {
@@ -250,6 +280,6 @@ RULES = {
     ("", "Mul"): Rule(mul, inputs=(0, 1)), ("", "Div"): Rule(div, inputs=(0, 1)), ("", "Pow"): Rule(pow_),
     ("", "Identity"): Rule(identity), ("", "Dropout"): Rule(identity, outputs=(0,)), ("", "Cast"): Rule(cast),
     ("", "CastLike"): Rule(cast_like, type_only=(1,)),
-    ("", "QuantizeLinear"): Rule(straight_through, outputs=(0,)),
+    ("", "QuantizeLinear"): Rule(quantize, outputs=(0,)),
     ("", "DequantizeLinear"): Rule(straight_through),
 }

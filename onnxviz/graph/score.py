@@ -5,7 +5,7 @@
 'vgg16_1/predictions_1/Add:0'
 
 A class score is the model output for that class, or — when the output is a ``Softmax``
-(through ``Identity``, ``Flatten``, ``Reshape``, ``Squeeze`` or a ``Cast``) — the logit that
+(through ``Identity``, ``Flatten``, ``Reshape``, ``Squeeze``, a ``Cast`` or a QDQ pair) — the logit that
 the Softmax reads (Grad-CAM's and saliency's convention: probabilities saturate).
 
 Known limits: the first graph output is the classifier's; a ``LogSoftmax`` output is kept as
@@ -18,7 +18,7 @@ from .index import Index
 
 __all__ = ["class_score_tensor"]
 
-_THROUGH = {"Identity", "Flatten", "Reshape", "Squeeze", "Cast"}
+_THROUGH = {"Identity", "Flatten", "Reshape", "Squeeze", "Cast", "QuantizeLinear", "DequantizeLinear"}
 
 
 def class_score_tensor(index: Index, graph_outputs: list[str]) -> str:
