@@ -262,31 +262,60 @@ def build(model: onnx.ModelProto, terms, wrt, *, shapes: dict | None = None, fet
     if not terms:
         raise ValueError("an objective needs at least one term")
     proto = _at_opset(model)
-    graph = proto.graph
-    _pin_inputs(graph, shapes or {})
+    _pin_inputs(proto.graph, shapes or {})
+    _check_names(proto.graph, [t.tensor for t in terms] + wrt + list(fetch))
+    e = Emitter(None, {}, _opset(proto), guided=guided)
+    known = _probed(proto, terms, probe)
+    seeds, values, sizes = _append_objective(e, proto, terms, _infer(proto, known))
+    e.types.update(_infer(proto, known))
+    e.index = Index(proto.graph, base_dir)
+    nodes = list(proto.graph.node)
+    reached, live, path = _path(e, nodes, terms, wrt)
+    _check_rules(nodes, path, reached, live, wrt)
+    prepared = {id(n): RULES[_key(n)].prepare(e, n) for n in path if RULES[_key(n)].prepare is not None}
+    grads = _sweep(e, path, prepared, live)
+    outputs = {}
+    for k, w in enumerate(wrt):
+        out = f"onnxviz_grad_{k}"
+        e.nodes.append(helper.make_node("Identity", [_total(e, grads.get(w), w)], [out], name=PREFIX + out))
+        outputs[w] = out
+    new = _assemble(proto, e, [prepared.get(id(n), n) for n in nodes] + e.nodes,
+                    [OBJECTIVE, *values, *outputs.values(), *fetch], {out: w for w, out in outputs.items()})
+    ops = {n.op_type for n in path}
+    return GradGraph(new, OBJECTIVE, seeds, outputs, sizes, fetch, values,
+                     quantized=bool(ops & {"QuantizeLinear", "DequantizeLinear"}), path_ops=tuple(sorted(ops)))
+
+
+def _check_names(graph: onnx.GraphProto, names) -> None:
     known = {o for n in graph.node for o in n.output if o} | {i.name for i in graph.input}
-    for name in [t.tensor for t in terms] + wrt + list(fetch):
+    for name in names:
         if name not in known:
             raise LayerError(f"tensor '{name}' is neither a graph input nor the output of a node of the "
                              "main graph")
-    e = Emitter(None, {}, _opset(proto), guided=guided)
+
+
+def _probed(proto: onnx.ModelProto, terms, probe) -> dict:
+    """Types the probe found for the tensors the objective needs that inference leaves untyped."""
     before = _infer(proto)
-    untyped = [t for n in _needed(list(graph.node), [t.tensor for t in terms]) for t in n.output
+    untyped = [t for n in _needed(list(proto.graph.node), [t.tensor for t in terms]) for t in n.output
                if t and (before.get(t, (None, 0))[0] is None or not before[t][1])]
-    known = {}
-    if untyped and probe is not None:
-        known = probe(list(dict.fromkeys(untyped)))
-        before = _infer(proto, known)
-    sizes = _sizes(terms, before)
-    _check_borders(terms, before)
-    seed_names, values = _objective(e, terms, before)
+    return probe(list(dict.fromkeys(untyped))) if untyped and probe is not None else {}
+
+
+def _append_objective(e: Emitter, proto: onnx.ModelProto, terms, types: dict) -> tuple:
+    """The objective's nodes and seed inputs, appended to ``proto``; ``(seeds, per-term value
+    outputs, sizes)``."""
+    graph = proto.graph
+    sizes = _sizes(terms, types)
+    _check_borders(terms, types)
+    seeds, values = _objective(e, terms, types)
     total = values[0] if len(values) == 1 else e.op("Sum", values)
     e.nodes.append(helper.make_node("Identity", [total], [OBJECTIVE], name=PREFIX + "objective"))
-    term_outputs = tuple(f"onnxviz_term_{k}" for k in range(len(terms))) if len(terms) > 1 else (OBJECTIVE,)
+    outputs = tuple(f"onnxviz_term_{k}" for k in range(len(terms))) if len(terms) > 1 else (OBJECTIVE,)
     if len(terms) > 1:
-        e.nodes.extend(helper.make_node("Identity", [v], [o], name=PREFIX + o) for v, o in zip(values, term_outputs))
-    for seed, term, size in zip(seed_names, terms, sizes):  # a seed is (batch, the term's size)
-        elem = before.get(term.tensor, (None, 0))[1]
+        e.nodes.extend(helper.make_node("Identity", [v], [o], name=PREFIX + o) for v, o in zip(values, outputs))
+    for seed, term, size in zip(seeds, terms, sizes):  # a seed is (batch, the term's size)
+        elem = types.get(term.tensor, (None, 0))[1]
         if not elem:
             raise UnsupportedModelError(f"the element type of '{term.tensor}' is unknown (shape inference could "
                                         "not type it)")
@@ -294,11 +323,11 @@ def build(model: onnx.ModelProto, terms, wrt, *, shapes: dict | None = None, fet
     graph.node.extend(e.nodes)
     graph.initializer.extend(e.initializers)
     e.nodes, e.initializers = [], []
-    e.types.update(_infer(proto, known))
-    e.index = Index(graph, base_dir)
+    return tuple(seeds), outputs, sizes
 
-    nodes = list(graph.node)
 
+def _path(e: Emitter, nodes, terms, wrt) -> tuple:
+    """``(tensors reached from each wrt, the live tensors, the nodes to differentiate)``."""
     def carries(node, k: int, found: set) -> bool:
         rule = RULES.get(_key(node))
         if rule is not None and rule.outputs is not None:
@@ -311,24 +340,25 @@ def build(model: onnx.ModelProto, terms, wrt, *, shapes: dict | None = None, fet
         return x in found and not e.is_float(x)  # integers of a quantized tensor moved (Flatten, MaxPool)
 
     reached = {}
+    needed = _needed(nodes, [OBJECTIVE])
     for w in wrt:
         reached[w] = _reach(nodes, w, carries)
         if OBJECTIVE not in reached[w]:
-            reads = {i for n in _needed(nodes, [OBJECTIVE]) for i in list(n.input) + sorted(body_inputs(n))}
+            reads = {i for n in needed for i in list(n.input) + sorted(body_inputs(n))}
             what = (f"reaches the objective ({_describe(terms)}) only through values that carry no gradient "
                     "(shapes, comparisons, indices)" if w in reads else
                     f"does not reach the objective ({_describe(terms)})")
             raise LayerError(f"tensor '{w}' {what}; differentiate with respect to a tensor the objective is "
                              "computed from")
-    live_from = set().union(*reached.values())
-    behind = set()
-    for n in _needed(nodes, [OBJECTIVE]):
-        behind.update(o for o in n.output if o)
-    behind.update(wrt)
-    live = live_from & (behind | {OBJECTIVE})
+    behind = {o for n in needed for o in n.output if o} | set(wrt) | {OBJECTIVE}
+    live = set().union(*reached.values()) & behind
     path = [n for n in nodes if any(o in live for o in n.output if o) and
             any(i in live for k, i in enumerate(n.input) if i and k not in getattr(RULES.get(_key(n)), "type_only", ()))]
+    return reached, live, path
 
+
+def _check_rules(nodes, path, reached, live, wrt) -> None:
+    """Every node on the path has a rule, for every input of it on the path."""
     for node in path:
         rule = RULES.get(_key(node))
         start = next(w for w in wrt if any(o in reached[w] for o in node.output))
@@ -345,11 +375,9 @@ def build(model: onnx.ModelProto, terms, wrt, *, shapes: dict | None = None, fet
                     f"not supported (only input {', '.join(map(str, rule.inputs))}: weights are constants), and "
                     f"that input is on the path {_route(nodes, start, node, live, OBJECTIVE, via=name)}")
 
-    prepared = {}
-    for node in path:
-        rule = RULES[_key(node)]
-        if rule.prepare is not None:
-            prepared[id(node)] = rule.prepare(e, node)
+
+def _sweep(e: Emitter, path, prepared: dict, live: set) -> dict:
+    """The reverse sweep: ``{tensor: [gradient contributions]}``, seeded with 1 at the objective."""
     one = helper.make_tensor("one", e.elem(OBJECTIVE), [1], [1.0])
     grads: dict[str, list] = {OBJECTIVE: [e.op("ConstantOfShape", [e.shape(OBJECTIVE)], value=one,
                                               elem=e.elem(OBJECTIVE))]}
@@ -362,36 +390,27 @@ def build(model: onnx.ModelProto, terms, wrt, *, shapes: dict | None = None, fet
             name = node.input[k] if k < len(node.input) else ""
             if dx is not None and name in live:
                 grads.setdefault(name, []).append(e.typed(dx, name))
+    return grads
 
-    outputs = {}
-    for k, w in enumerate(wrt):
-        out = f"onnxviz_grad_{k}"
-        e.nodes.append(helper.make_node("Identity", [_total(e, grads.get(w), w)], [out], name=PREFIX + out))
-        outputs[w] = out
-    final = [prepared.get(id(n), n) for n in nodes] + e.nodes
-    wanted = list(dict.fromkeys([OBJECTIVE, *term_outputs, *outputs.values(), *fetch]))
-    kept = _needed(final, wanted)
+
+def _assemble(proto: onnx.ModelProto, e: Emitter, nodes, wanted, typed_as: dict) -> onnx.ModelProto:
+    """A new model: the nodes, initializers and inputs that ``wanted`` needs, and those outputs."""
+    wanted = list(dict.fromkeys(wanted))
+    kept = _needed(nodes, wanted)
     used = {i for n in kept for i in list(n.input) + sorted(body_inputs(n))}
     new = onnx.ModelProto()
     new.CopyFrom(proto)
     g = new.graph
-    del g.node[:], g.output[:], g.value_info[:]
+    del g.node[:], g.output[:], g.value_info[:], g.initializer[:], g.input[:]
     g.node.extend(kept)
-    inits = [t for t in list(graph.initializer) + e.initializers if t.name in used]
-    del g.initializer[:]
-    g.initializer.extend(inits)
-    ins = [i for i in graph.input if i.name in used or i.name in wanted]
-    del g.input[:]
-    g.input.extend(ins)
-    typed_as = {out: w for w, out in outputs.items()}  # a gradient has its tensor's type
-    for name in wanted:
+    g.initializer.extend(t for t in list(proto.graph.initializer) + e.initializers if t.name in used)
+    g.input.extend(i for i in proto.graph.input if i.name in used or i.name in wanted)
+    for name in wanted:  # a gradient has its tensor's type
         elem = e.types.get(typed_as.get(name, name), (None, 0))[1] or e.elem(OBJECTIVE)
         g.output.append(helper.make_tensor_value_info(name, elem, None))
     if new.ir_version < 8:
         new.ir_version = 8
-    ops = {n.op_type for n in path}
-    return GradGraph(new, OBJECTIVE, tuple(seed_names), outputs, sizes, fetch, term_outputs,
-                     quantized=bool(ops & {"QuantizeLinear", "DequantizeLinear"}), path_ops=tuple(sorted(ops)))
+    return new
 
 
 def _describe(terms) -> str:
