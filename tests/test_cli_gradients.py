@@ -56,3 +56,9 @@ def test_patterns_bad_channel_and_layer(tmp_path, capsys):
     assert err == "error: channel 40 is out of range: layer 'block2_conv1' has 32 channels (0–31)\n"
     code, _, err = run(["patterns", DEMO, "--layer", "conv9", "-o", out], capsys)
     assert code == 1 and err.startswith("error: no layer 'conv9'; layers are: block1_conv1, ") and err.count("\n") == 1
+
+
+def test_method_list_is_the_library_s():
+    from onnxviz import cli
+    from onnxviz.explain.saliency import METHODS
+    assert cli.SALIENCY_METHODS == METHODS

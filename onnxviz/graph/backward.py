@@ -408,6 +408,11 @@ def _assemble(proto: onnx.ModelProto, e: Emitter, nodes, wanted, typed_as: dict)
     for name in wanted:  # a gradient has its tensor's type
         elem = e.types.get(typed_as.get(name, name), (None, 0))[1] or e.elem(OBJECTIVE)
         g.output.append(helper.make_tensor_value_info(name, elem, None))
+    made = {o for n in kept for o in n.output} - set(wanted)
+    for name in sorted(e.gradients & made):  # the gradients' shapes, for onnxruntime's layout passes
+        dims, elem = e.types[name]
+        if dims is not None and elem:
+            g.value_info.append(helper.make_tensor_value_info(name, elem, list(dims)))
     if new.ir_version < 8:
         new.ir_version = 8
     return new

@@ -68,6 +68,7 @@ class Emitter:
         self.initializers: list[onnx.TensorProto] = []
         self._count = 0
         self._shapes: dict[str, str] = {}
+        self.gradients: set = set()   # gradient tensors, typed like their forward tensors
 
     # ---------------------------------------------------------------- writing
 
@@ -128,6 +129,7 @@ class Emitter:
         if elem and elem not in _FLOATS:
             elem = self.types.get(name, (None, 0))[1]
         self.types[name] = (dims, elem)
+        self.gradients.add(name)
         return name
 
     def rank(self, name: str, node=None) -> int:
