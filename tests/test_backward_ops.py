@@ -185,7 +185,6 @@ def _conv_cases():
         "Conv-same-lower": ([], {"auto_pad": "SAME_LOWER"}, r(4, 3, 2, 2)),
         "Conv-groups": ([], {"group": 3, "pads": [1, 1, 1, 1]}, r(6, 1, 3, 3)),
         "Conv-groups2-stride": ([], {"group": 2, "strides": [2, 1]}, r(4, 2, 3, 3), r(2, 4, 7, 8)),
-        # one stride on both axes: the polyphase Conv + DepthToSpace
         "Conv-stem-7x7-stride2": ([], {"strides": [2, 2], "pads": [3, 3, 3, 3]}, r(4, 3, 7, 7), r(2, 3, 11, 12)),
         "Conv-groups-stride2": ([], {"group": 2, "strides": [2, 2], "pads": [1, 0, 0, 1]}, r(6, 2, 3, 3),
                                 r(2, 4, 9, 8)),

@@ -155,6 +155,7 @@ class GradientRunner:
         self.session = runtime.session(self.graph.model, model.base_dir)
         self.inputs = [i.name for i in self.session.get_inputs()]
         self.dtype = _NP_TYPES[inp.elem_type]
+        self._budgeted = _Budgeted(self.graph.model, model)  # estimate() caches its shapes on it
 
     def seed_dtype(self, k: int):
         elem = next(i for i in self.graph.model.graph.input if i.name == self.graph.seeds[k]).type.tensor_type.elem_type
@@ -164,7 +165,7 @@ class GradientRunner:
         """The largest batch ≤ ``batch`` whose run fits the memory budget (halving); refused at 1."""
         limit = memory_budget(max_bytes)
         outputs = [self.graph.objective, *self.graph.grads.values(), *self.fetch]
-        probe = _Budgeted(self.graph.model, self.model)
+        probe = self._budgeted
         seeds = {s: np.zeros((1, n or 1), self.seed_dtype(k)) for k, (s, n) in
                  enumerate(zip(self.graph.seeds, self.graph.sizes))}
         while True:

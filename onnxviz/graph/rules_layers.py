@@ -6,10 +6,10 @@ the data input is differentiated (weights are constants). Convolutions go both w
 * ``Conv``'s ``dx`` with stride 1 is a ``Conv`` of ``dy`` with the weights flipped and their
   in/out channels swapped (per group), padded by ``d·(k − 1) − pad``: onnxruntime runs it in
   its blocked NCHWc layout. Measured (256→256 3×3 at 56², 2 cores): 14–15 ms, the forward
-  conv 13–18 ms, ``ConvTranspose`` 21–25 ms. A 2-D conv with one stride s for both axes and
-  no dilation: one stride-1 ``Conv`` giving the s² phases of dx, then ``DepthToSpace``
-  (:func:`_polyphase`). Other strided convs: a ``ConvTranspose`` with the same weights, pads
-  and ``output_padding = H − (s(H_out − 1) + d(k − 1) + 1 − pads)``.
+  conv 13–18 ms, ``ConvTranspose`` 21–25 ms. With a stride, ``dx`` is a ``ConvTranspose`` with
+  the same weights, pads and ``output_padding = H − (s(H_out − 1) + d(k − 1) + 1 − pads)``
+  (one stride-1 polyphase ``Conv`` + ``DepthToSpace`` was tried: ResNet18's gradient took the
+  same time, 215 against 211 ms median, so it is not used).
 * ``ConvTranspose``'s ``dx`` is a ``Conv`` with the same weights, strides and pads.
 
 >>> RULES[("", "Conv")].fn(e, conv_node, ["dy"])          # doctest: +SKIP
@@ -83,31 +83,6 @@ def _flipped(e, w: str, node, geo: dict) -> str:
                           e.ints([-1] * n)])
 
 
-def _polyphase(e, w: str, node, geo: dict, dy: str, h: list, y: list) -> str:
-    """dx of a 2-D conv with stride s (both axes), dilation 1, as ONE stride-1 Conv of ``dy``
-    with s²·C_in outputs (each phase ``(r_h, r_w)`` of dx has its own flipped sub-kernel of
-    ⌈k/s⌉ taps: w[r + s·t]) and a DepthToSpace that interleaves the phases, cropped to x.
-
-    Example: ResNet's stem, 7×7 stride 2 to 64 channels: dx is a 4×4 conv of dy to 12 channels.
-    onnxruntime runs it in its blocked layout; measured (ResNet18 stem at 224², 2 cores,
-    loaded): ConvTranspose 21 ms, this 4 ms.
-    """
-    s, k, g = geo["strides"][0], geo["kernel"], geo["group"]
-    o, i_g = e.static(w, node, (0, 1))
-    taps = [-(-kk // s) for kk in k]
-    padded = e.op("Pad", [w, e.ints([0, 0, 0, 0, 0, 0] + [t * s - kk for t, kk in zip(taps, k)])])
-    split = e.op("Reshape", [padded, e.ints([g, o // g, i_g, taps[0], s, taps[1], s])])
-    phases = e.op("Transpose", [split], perm=[0, 2, 4, 6, 1, 3, 5])
-    weights = e.op("Reshape", [phases, e.ints([g * i_g * s * s, o // g, *taps])])
-    flipped = e.op("Slice", [weights, e.ints([-1, -1]), e.ints([_INT64_MIN] * 2), e.ints([2, 3]), e.ints([-1, -1])])
-    pb = geo["pads"][:2]
-    need = [-(-(a + p) // s) for a, p in zip(h, pb)]  # phase rows covering the padded input
-    tail = [max(0, q - b) for q, b in zip(need, y)]
-    pre = e.op("Conv", [dy, flipped], group=g, kernel_shape=taps, pads=[t - 1 for t in taps] + tail)
-    full = e.op("DepthToSpace", [pre], blocksize=s, mode="CRD")
-    return e.op("Slice", [full, e.ints(pb), e.ints([p + a for p, a in zip(pb, h)]), e.ints([2, 3])])
-
-
 def _conv_dx(e, node, x: str, w: str, dy: str) -> str:
     """The gradient of ``Conv(x, w)`` at ``x``; ``dy`` is the gradient of its output."""
     geo = _geometry(e, node, x, w)
@@ -117,9 +92,6 @@ def _conv_dx(e, node, x: str, w: str, dy: str) -> str:
         return e.op("Conv", [dy, _flipped(e, w, node, geo)], dilations=geo["dilations"], group=geo["group"],
                     pads=flip_pads, kernel_shape=geo["kernel"])
     h = e.static(x, node, range(2, 2 + n))
-    if n == 2 and len(set(geo["strides"])) == 1 and all(d == 1 for d in geo["dilations"]) and \
-            min(geo["kernel"]) >= geo["strides"][0]:  # (a 1×1 stride-2 conv would be 3/4 zero taps)
-        return _polyphase(e, w, node, geo, dy, list(h), list(e.static(node.output[0], node, range(2, 4))))
     y = e.static(node.output[0], node, range(2, 2 + n))
     made = [s * (b - 1) + sp - pb - pe for s, b, sp, pb, pe in zip(geo["strides"], y, geo["span"], pads[:n], pads[n:])]
     return e.op("ConvTranspose", [dy, w], strides=geo["strides"], dilations=geo["dilations"], group=geo["group"],
