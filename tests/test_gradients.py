@@ -274,3 +274,16 @@ def test_qoperator_and_dynamic_models_are_refused(quantized, kind, op, hint):
     text = str(e.value)
     assert text.startswith(f"no gradient rule for {op} node '{node.name}' on the path 'input' → ")
     assert text.endswith(f" → objective: {hint}") and "\n" not in text
+
+
+def test_budget_reads_the_backward_graph(model):
+    """The memory guard is fed the backward model: it holds more at once than the forward."""
+    from onnxviz.budget import estimate
+
+    x = x_batch(8)
+    gradients(model, x, Score(1))
+    run = next(v for k, v in model._sessions.items() if k[0] == "gradients")
+    seeds = {run.graph.seeds[0]: np.zeros((1, 5), np.float32)}
+    backward = estimate(run._budgeted, [run.graph.objective, *run.graph.grads.values()], x.shape, seeds)
+    forward = estimate(model, ["fc_out"], x.shape)
+    assert backward["total"] > 1.5 * forward["total"]  # (a few emitted tensors onnx cannot size are guessed)
