@@ -23,9 +23,14 @@ __all__ = [
     "OnnxvizError", "ModelError", "UnsupportedModelError", "LayerError", "ImageError",
     "OutputError", "ResourceError", "OnnxvizWarning", "__version__",
     "report",
+    # gradients (issue 12)
+    "saliency", "Attribution", "patterns", "Patterns", "gradients",
 ]
 
-_LAZY = {"plot_filters": "render", "plot_feature_maps": "render", "save_png": "render"}
+_LAZY = {"plot_filters": "render", "plot_feature_maps": "render", "save_png": "render",
+         # gradients (issue 12)
+         "saliency": "explain.saliency", "Attribution": "explain.saliency", "patterns": "explain.patterns",
+         "Patterns": "explain.patterns", "gradients": "explain.gradients"}
 
 
 def __getattr__(name):

@@ -10,6 +10,9 @@
     onnxviz report   MODEL IMAGE... [--layer L]... [--labels FILE] [--cam METHOD] [--patterns]
                      [--dataset DIR] [--max N] [--top K] [--top-channels K] [--preprocess P]
                      [--size H W] [--max-memory SIZE] [--max-size SIZE] -o REPORT.html
+    onnxviz saliency MODEL IMAGE [--method M] [--class C] [--preprocess P] [--size H W] -o OUT
+    onnxviz patterns MODEL --layer L [--max N | --channels C,C,…] [--size S] [--steps N] [--lr LR]
+                     [--jitter J] [--start keras|gray] [--revive] [--seed S] -o OUT
 
 IMAGE may be a ``.npy`` array of the model input's shape, fed as is (1-D and 3-D conv nets).
 
@@ -117,6 +120,7 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("-o", "--output", default="onnxviz-demo", metavar="OUTDIR",
                    help="folder to write into (default ./onnxviz-demo)")
     _report_parser(sub, common, layer_help)
+    _gradient_parsers(sub, common)
     return p
 
 
@@ -168,6 +172,122 @@ def _report(args) -> int:
                   max_size=args.max_size or MAX_SIZE, progress=progress(args, 2 + len(layers), "report"))
     print(f"wrote {path}  ({format_bytes(os.path.getsize(path))}, {len(layers)} layers)")
     return 0
+
+
+
+
+# ------------------------------------------------------------------ gradients (issue 12)
+
+def _channel_list(text: str) -> list[int]:
+    try:
+        return [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a comma-separated list of channel numbers") from None
+
+
+SALIENCY_METHODS = ("gradient", "smoothgrad", "integrated", "guided")  # = explain.saliency.METHODS (a test checks)
+
+
+def _gradient_parsers(sub, common) -> None:
+    """``saliency`` and ``patterns``: gradients of the model, as ONNX backward graphs."""
+    METHODS = SALIENCY_METHODS  # noqa: N806 (not imported: the parser must not load onnxruntime)
+    s = sub.add_parser("saliency", parents=[common], help="which pixels the class score is sensitive to")
+    s.add_argument("model", metavar="MODEL")
+    s.add_argument("image", metavar="IMAGE", help="an image file, or a .npy input tensor of the model's shape")
+    s.add_argument("--method", choices=METHODS, default="gradient", metavar="M",
+                   help=f"one of {', '.join(METHODS)} (default gradient)")
+    s.add_argument("--class", dest="target", type=int, metavar="C", help="the class (default: the top one)")
+    s.add_argument("--samples", type=_positive, default=25, metavar="N", help="smoothgrad samples (default 25)")
+    s.add_argument("--steps", type=_positive, default=50, metavar="N", help="integrated-gradient steps (default 50)")
+    _input_options(s)
+    s.add_argument("-o", "--output", required=True, metavar="OUT", help="PNG to write")
+    t = sub.add_parser("patterns", parents=[common], help="the image each filter of a layer responds to most")
+    t.add_argument("model", metavar="MODEL")
+    t.add_argument("--layer", required=True, metavar="L", help="a layer by index, name or ONNX name")
+    t.add_argument("--max", type=_positive, default=16, metavar="N", help="the first N channels (default 16)")
+    t.add_argument("--channels", type=_channel_list, metavar="C,C,…", help="these channels instead of the first N")
+    t.add_argument("--size", type=_positive, metavar="S", help="image side (default: the model's, else 128)")
+    t.add_argument("--steps", type=_positive, default=30, metavar="N", help="gradient-ascent steps (default 30)")
+    t.add_argument("--lr", type=float, default=10.0, metavar="LR", help="step length (default 10)")
+    t.add_argument("--jitter", type=int, default=0, metavar="J", help="random shifts of up to J pixels per step")
+    t.add_argument("--start", choices=("keras", "gray"), default="keras",
+                   help="the Keras example's start, or mid-gray pixels preprocessed (default keras)")
+    t.add_argument("--revive", action="store_true", help="channels dead at the start climb their ReLU's input")
+    t.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default 0)")
+    t.add_argument("--batch", type=_positive, default=16, metavar="B", help="channels per run (default 16)")
+    t.add_argument("--max-memory", type=_size, metavar="SIZE", help="the memory budget (default 2G)")
+    t.add_argument("-o", "--output", required=True, metavar="OUT", help="PNG to write")
+
+
+def _display_image(args, model, x):
+    """The picture saliency is drawn beside: the image at the input size, or a .npy tensor's RGB."""
+    import numpy as np
+
+    from . import preprocess as prep
+
+    if not args.image.lower().endswith(".npy"):
+        size = tuple(x.shape[1:3] if model.input.layout == "NHWC" else x.shape[2:4])
+        return prep.to_tensor(args.image, size=size, layout="NHWC", preset="raw")[0].astype(np.uint8)
+    t = x[0] if model.input.layout == "NHWC" else x[0].transpose(1, 2, 0)
+    t = np.repeat(t[..., :1], 3, axis=2) if t.shape[2] != 3 else t
+    span = float(t.max() - t.min()) or 1.0
+    return ((t - t.min()) / span * 255).astype(np.uint8)
+
+
+def _saliency(args) -> int:
+    from .errors import ImageError
+    from .explain.saliency import saliency
+    from .model import load
+    from .output import check_target
+    from .render.patterns import saliency_image
+
+    check_target(args.output, protect=_inputs(args))
+    model = load(args.model)
+    source = args.image
+    if args.image.lower().endswith(".npy"):
+        if args.preprocess or args.size:
+            raise ImageError(f"--preprocess and --size apply to images; the array '{args.image}' is fed as is")
+        source = _load_npy(args.image)
+    if args.feed:
+        raise ImageError("saliency takes no --feed: the class score must depend on the image alone")
+    runs = {"smoothgrad": args.samples, "integrated": args.steps}.get(args.method, 1)
+    a = saliency(model, source, args.target, args.method, n=args.samples, steps=args.steps,
+                 preprocess=args.preprocess, size=tuple(args.size) if args.size else None,
+                 max_bytes=args.max_memory, progress=progress(args, runs, f"saliency ({args.method})", "image"))
+    from .explain.gradients import input_tensor
+    x = input_tensor(model, source, args.preprocess, tuple(args.size) if args.size else None)
+    title = f"{args.method} saliency of class {int(a.target[0])} (score {float(a.score[0]):.4g})"
+    if a.delta is not None:
+        title += f", completeness gap {float(a.delta[0]):.3g}"
+    _write([(args.output, lambda: saliency_image(_display_image(args, model, x), a.heatmap[0], title),
+             f"{args.method}, class {int(a.target[0])}")])
+    return 0
+
+
+def _patterns(args) -> int:
+    from .explain.patterns import patterns
+    from .model import load
+    from .output import check_target
+    from .render.patterns import patterns_image
+
+    check_target(args.output, protect=_inputs(args))
+    model = load(args.model)
+    layer = model.layer(args.layer)
+    count = layer.output_shape[0] if layer.output_shape else args.max
+    channels = args.channels if args.channels else list(range(min(args.max, count)))
+    p = patterns(model, layer.name, channels, size=args.size, steps=args.steps, lr=args.lr, seed=args.seed,
+                 batch=args.batch, jitter=args.jitter, start=args.start, revive=args.revive,
+                 max_bytes=args.max_memory, progress=progress(args, args.steps * len(channels), "patterns", "step"))
+    title = (f"{layer.name}: what channels {_span(p.channels)} respond to ({args.steps} steps of gradient ascent, "
+             f"lr {args.lr:g}{f', jitter {args.jitter}' if args.jitter else ''})")
+    _write([(args.output, lambda: patterns_image(p.images, p.channels, title),
+             f"{layer.name}: {len(p.channels)} patterns of {p.images.shape[1]}×{p.images.shape[2]}")])
+    return 0
+
+
+def _span(channels) -> str:
+    c = [int(v) for v in channels]
+    return f"{c[0]}–{c[-1]}" if c == list(range(c[0], c[-1] + 1)) and len(c) > 2 else ", ".join(map(str, c))
 
 
 def _summary(args) -> int:
@@ -337,7 +457,7 @@ def _demo(args) -> int:
 
 
 _COMMANDS = {"summary": _summary, "filters": _filters, "features": _features, "check": _check,
-             "demo": _demo, "report": _report}
+             "demo": _demo, "report": _report, "saliency": _saliency, "patterns": _patterns}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -38,7 +38,7 @@ from .colormaps import BACKGROUND, lut
 from .png import to_figure
 from .text import TITLE_PX, font, titled
 
-__all__ = ["mosaic", "feature_map_image", "plot_feature_maps", "MAX_PIXELS"]
+__all__ = ["mosaic", "feature_map_image", "plot_feature_maps", "MAX_PIXELS", "label_tiles", "enlarge"]
 
 _MIN_TILE_PX = 48          # small maps are enlarged (nearest) to at least this
 FILTER_CELL_PX = 36       # a kernel is drawn this large (3×3 → 12 px per weight)
@@ -206,15 +206,21 @@ def feature_map_image(maps: np.ndarray, name: str = "", *, max: int = 64, shared
     title = f"{name + ': ' if name else ''}{shape_text}{slice_note}, first {n} of {c} maps, {scale}"
     img, draw = titled(body, title)
     if labels:
-        face = font(10 if tw >= 40 else 8)
-        cols = grid(n)[1]
-        for k in range(n):
-            r, q = divmod(k, cols)
-            x, y = q * (tw + 2), TITLE_PX + r * (th + 2)
-            box = draw.textbbox((x + 2, y + 1), str(k), font=face)
-            draw.rectangle((box[0] - 1, box[1] - 1, box[2] + 1, box[3] + 1), fill=(0, 0, 0))
-            draw.text((x + 2, y + 1), str(k), fill=(255, 255, 255), font=face)
+        label_tiles(draw, [str(k) for k in range(n)], th, tw, 2)
     return img
+
+
+def label_tiles(draw, texts, th: int, tw: int, gap: int, cols: int | None = None) -> None:
+    """White-on-black ``texts`` in the top-left corner of each tile of a :func:`mosaic` drawn
+    under a title bar (tile ``k`` gets ``texts[k]``)."""
+    face = font(10 if tw >= 40 else 8)
+    cols = cols or grid(len(texts))[1]
+    for k, text in enumerate(texts):
+        r, q = divmod(k, cols)
+        x, y = q * (tw + gap), TITLE_PX + r * (th + gap)
+        box = draw.textbbox((x + 2, y + 1), text, font=face)
+        draw.rectangle((box[0] - 1, box[1] - 1, box[2] + 1, box[3] + 1), fill=(0, 0, 0))
+        draw.text((x + 2, y + 1), text, fill=(255, 255, 255), font=face)
 
 
 def _strip_image(maps: np.ndarray, name: str, *, max: int, shared: bool, cmap: str,
