@@ -38,7 +38,7 @@ import numpy as np
 import onnx
 
 from .errors import ModelError, OnnxvizError, ResourceError, format_bytes, format_shape
-from .memplan import itemsize, plan, run_peak
+from .memplan import itemsize, plan, run_peak, unmade
 
 __all__ = ["MAX_BYTES", "parse_size", "memory_budget", "estimate", "check_budget", "PREPROCESS_COPIES"]
 
@@ -125,7 +125,8 @@ def estimate(model, tensors, shape: tuple, other_feeds: dict | None = None,
     shapes = model.shapes({inp.name: (one,) + tuple(shape[1:]), **feeds})
     tensors = list(dict.fromkeys(tensors))
     nodes, const = plan(model._index, tensors)
-    unsized = shapes.size([o for node in nodes for o in node.output if o and o not in const] + tensors)
+    skip = const | unmade(nodes, tensors)
+    unsized = shapes.size([o for node in nodes for o in node.output if o and o not in skip] + tensors)
     per_image = math.prod(shape[1:]) * itemsize(elem)
     feed_bytes = sum(np.asarray(v).nbytes for v in (other_feeds or {}).values())
     x_all = n * per_image

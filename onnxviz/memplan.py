@@ -34,6 +34,9 @@ float16                computed in float32 (onnxruntime casts around      fp16 M
                        casts between them cancel): 4 bytes a value, a     NCHWc convs
                        float32 copy of a float16 input; a requested map
                        is cast back
+Dropout                its mask, when nothing reads it, is never made     the Model Zoo's Caffe2
+                       (onnxruntime removes the node): not sized, not     SqueezeNet (opset 9)
+                       counted; its output is its input (in place)
 requested              a map is its graph output; a blocked one besides   ResNet18 ×32, layers
                        its working buffer, copied out at the end of the   0–4: 300 MiB = the 5
                        run (onnxruntime runs the ReorderOutput nodes it   maps (196) and the
@@ -58,7 +61,7 @@ import onnx
 
 from .graph.index import body_inputs, node_attr, weight_input
 
-__all__ = ["plan", "run_peak", "IN_PLACE", "BLOCK"]
+__all__ = ["plan", "unmade", "run_peak", "IN_PLACE", "BLOCK"]
 
 #: Elementwise ops whose output onnxruntime writes over their one non-constant input when
 #: nothing later reads it (its kernels may run in place, and a conv's bias, BatchNorm and
@@ -99,6 +102,14 @@ def itemsize(elem_type: int) -> int:
         return 4
 
 
+def unmade(nodes, tensors) -> set:
+    """Outputs of ``nodes`` onnxruntime never makes: a ``Dropout``'s mask that no node reads
+    and nobody asked for (its EliminateDropout rewrite removes the node, at the basic level).
+    Nothing sizes them, and they need no size (the Model Zoo's Caffe2 SqueezeNet, opset 9)."""
+    read = {i for n in nodes for i in n.input} | set(tensors)
+    return {o for n in nodes if n.op_type == "Dropout" for o in n.output[1:] if o and o not in read}
+
+
 def plan(index, tensors) -> tuple[list, set]:
     """(the nodes that compute ``tensors`` in graph order, the constant tensors): the
     sub-graph :func:`onnxviz.graph.rewrite.prune` keeps."""
@@ -130,6 +141,7 @@ class _Run:
     def __init__(self, index, nodes, const, shapes, tensors, base: int):
         self.index, self.nodes, self.const, self.shapes = index, nodes, const, shapes
         self.requested = set(tensors)
+        self.unmade = unmade(nodes, tensors)
         self.base = base
         self.held: dict = {}        # (tensor, layout) -> bytes
         self.made: dict = {}        # tensor -> the layout its node makes it in
@@ -224,7 +236,7 @@ class _Run:
         w = self.index.initializers.get(weight_input(node)) if node.op_type == "ConvTranspose" else None
         if w is not None and len(w.dims) >= 3 and data:  # col buffer: C_out/g · k² · H_in · W_in
             scratch = w.dims[1] * math.prod(w.dims[2:]) * math.prod(self.shapes.dims(data[0])[2:]) * 4
-        for k, out in enumerate(o for o in node.output if o):
+        for k, out in enumerate(o for o in node.output if o and o not in self.unmade):
             size = self.bytes(out, made)
             src = (data[0], self.wants[pos].get(data[0])) if data else None
             if k == 0 and node.op_type in IN_PLACE and len(data) == 1 and src in self.held \

@@ -237,13 +237,7 @@ class Model:
         >>> m.shapes({"input": (1, 3, 224, 224)}).dims("/4/Relu_output_0")   # doctest: +SKIP
         (1, 64, 56, 56)
         """
-        key = tuple(sorted((k, tuple(v)) for k, v in (feeds or {}).items()))
-        found = self._shape_cache.get(key)
-        if found is None:
-            if len(self._shape_cache) >= 8:
-                self._shape_cache.pop(next(iter(self._shape_cache)))
-            found = self._shape_cache[key] = Shapes(self.proto, dict(key), _runtime_stages)
-        return found
+        return cached_shapes(self.proto, self._shape_cache, feeds)
 
     def _table_feeds(self) -> dict:
         """The input at the layer table's size: batch 1 (or the model's fixed batch); an image
@@ -367,6 +361,18 @@ class Model:
             "layers": [l.as_dict() for l in self.layers],
         }
 
+
+
+def cached_shapes(proto: onnx.ModelProto, cache: dict, feeds: dict | None = None) -> Shapes:
+    """:class:`Shapes` of ``proto`` with ``feeds`` (``{name: dims}``) pinned, kept in ``cache``
+    (8 per cache): the one shape inference for any graph, the backward graph's included."""
+    key = tuple(sorted((k, tuple(v)) for k, v in (feeds or {}).items()))
+    found = cache.get(key)
+    if found is None:
+        if len(cache) >= 8:
+            cache.pop(next(iter(cache)))
+        found = cache[key] = Shapes(proto, dict(key), _runtime_stages)
+    return found
 
 
 def _runtime_stages() -> list:

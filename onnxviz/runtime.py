@@ -191,8 +191,9 @@ def session_shapes(model: onnx.ModelProto, names) -> dict:
     except Exception as e:  # an op onnxruntime does not know: the run would fail the same way
         raise ModelError(f"onnxruntime cannot load the model: {_one_line(e)}") from None
     wanted = set(names)
-    return {o.name: (tuple(d if isinstance(d, int) else (d or "?") for d in (o.shape or ())), _elem_type(o.type))
-            for o in sess.get_outputs() if o.name in wanted and o.shape is not None}
+    # onnxruntime gives [] both for a scalar and for a shape it could not infer: [] is no answer
+    return {o.name: (tuple(d if isinstance(d, int) else (d or "?") for d in o.shape), _elem_type(o.type))
+            for o in sess.get_outputs() if o.name in wanted and o.shape}
 
 
 def shape_stages() -> list:

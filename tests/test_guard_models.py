@@ -89,8 +89,11 @@ def test_the_stages_split_the_work(models):
         m = onnxviz.load(models[kind])
         counts[kind] = m.shapes(m._table_feeds()).counts()
     assert set(counts["mobilenet_fp16"]) == {"onnx"} and set(counts["style_opset7"]) == {"onnx"}
-    # the 20 conv outputs, which are the feature maps (a fused Relu, or a residual Add after)
-    assert counts["resnet18_fused"] == {"session": 20}
+    # the 20 conv outputs, which are the feature maps (a fused Relu, or a residual Add after),
+    # and the logits, from the output the model declares as ['batch', 1000], 'batch' bound to 1
+    assert counts["resnet18_fused"] == {"session": 20, "exporter": 1}
+    m = onnxviz.load(models["resnet18_fused"])
+    assert m.shapes(m._table_feeds()).dims("output") == (1, 1000)
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -45,6 +45,7 @@ from ..graph.backward import Term, build
 from ..graph.index import Index
 from ..graph.rewrite import sub_model
 from ..graph.score import class_score_tensor
+from ..model import cached_shapes
 
 __all__ = ["Score", "Channel", "gradients", "input_tensor", "score_tensor", "GradientRunner", "runner", "cached"]
 
@@ -140,6 +141,10 @@ class _Budgeted:
 
     def __init__(self, proto, model):
         self.proto, self.input, self._index = proto, model.input, Index(proto.graph, model.base_dir)
+        self._shape_cache: dict = {}
+
+    def shapes(self, feeds: dict | None = None):
+        return cached_shapes(self.proto, self._shape_cache, feeds)
 
 
 class GradientRunner:

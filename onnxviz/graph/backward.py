@@ -409,7 +409,7 @@ def _assemble(proto: onnx.ModelProto, e: Emitter, nodes, wanted, typed_as: dict)
         elem = e.types.get(typed_as.get(name, name), (None, 0))[1] or e.elem(OBJECTIVE)
         g.output.append(helper.make_tensor_value_info(name, elem, None))
     made = {o for n in kept for o in n.output} - set(wanted)
-    for name in sorted(e.gradients & made):  # the gradients' shapes, for onnxruntime's layout passes
+    for name in sorted((e.gradients | e.shaped) & made):  # their shapes: onnxruntime's layout passes, the guard
         dims, elem = e.types[name]
         if dims is not None and elem:
             g.value_info.append(helper.make_tensor_value_info(name, elem, list(dims)))

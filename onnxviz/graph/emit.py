@@ -69,6 +69,7 @@ class Emitter:
         self._count = 0
         self._shapes: dict[str, str] = {}
         self.gradients: set = set()   # gradient tensors, typed like their forward tensors
+        self.shaped: set = set()      # other new tensors whose dims are known (see shaped_like)
 
     # ---------------------------------------------------------------- writing
 
@@ -130,6 +131,14 @@ class Emitter:
             elem = self.types.get(name, (None, 0))[1]
         self.types[name] = (dims, elem)
         self.gradients.add(name)
+        return name
+
+    def shaped_like(self, name: str, like: str) -> str:
+        """Record that the new tensor ``name`` has the dims of ``like`` (its own element type
+        kept), so that the graph declares them: an op onnx cannot size (``MaxUnpool`` with a
+        computed ``output_shape``) stays sizable for the memory guard and onnxruntime."""
+        self.types[name] = (self.types.get(like, (None, 0))[0], self.types.get(name, (None, 0))[1])
+        self.shaped.add(name)
         return name
 
     def rank(self, name: str, node=None) -> int:

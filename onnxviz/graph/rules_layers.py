@@ -211,9 +211,10 @@ def max_pool(e, node, dy):
     overlap = any(s < sp for s, sp in zip(geo["strides"], geo["span"]))
     if not overlap and all(d == 1 for d in geo["dilations"]):
         elem = e.elem(x)  # onnxruntime's MaxUnpool is float32 only
-        g = dy[0] if elem == onnx.TensorProto.FLOAT else e.op("Cast", [dy[0]], to=onnx.TensorProto.FLOAT)
-        out = e.op("MaxUnpool", [g, node.output[1], e.shape(x)], kernel_shape=geo["kernel"], strides=geo["strides"],
-                   pads=geo["pads"])
+        g = dy[0] if elem == onnx.TensorProto.FLOAT else e.shaped_like(
+            e.op("Cast", [dy[0]], to=onnx.TensorProto.FLOAT), node.output[0])
+        out = e.shaped_like(e.op("MaxUnpool", [g, node.output[1], e.shape(x)], kernel_shape=geo["kernel"],
+                                 strides=geo["strides"], pads=geo["pads"]), x)
         return [out if elem == onnx.TensorProto.FLOAT else e.op("Cast", [out], to=elem)]
     flat = e.op("Reshape", [e.op("Size", [x]), e.ints([1])])
     out = e.scatter(flat, e.op("Reshape", [node.output[1], e.ints([-1])]),

@@ -21,8 +21,10 @@ when every dim is a whole number):
    only from IR 4 on, so a converter's IR-3 model whose weights are not inputs would
    otherwise size nothing). Then ``exporter``: the exporter's ``value_info`` is taken for
    tensors inference left unsized, if the pinned inputs have the sizes the model declares
-   (an exporter's shapes are for its own input size) and it contradicts inference nowhere
-   (one shape that does disqualifies all of it); inference then runs once more from them.
+   (an exporter's shapes are for its own input size; a named dim the pinned inputs bind, such
+   as a dynamic batch ``N``, is filled in) and it contradicts inference nowhere (one shape
+   that does disqualifies all of it); inference then runs once more from them. The backward
+   graph (:mod:`onnxviz.graph.backward`) writes every gradient's shape there this way.
 2. ``symbolic``, 3. ``session``: the ``fallbacks`` the caller gives (``onnxviz.runtime``'s
    onnxruntime symbolic shape inference, then the shapes an onnxruntime session infers when
    it is built on the model with the unknown tensors as outputs). The graph layer imports no
@@ -98,10 +100,24 @@ def _onnx_types(model: onnx.ModelProto) -> dict:
             if vi.type.tensor_type.HasField("shape")}
 
 
-def _exporter_types(proto: onnx.ModelProto) -> dict:
+def _exporter_types(proto: onnx.ModelProto, bound: dict) -> dict:
+    """The ``value_info`` and output shapes written into ``proto``, with the named dims that the
+    pinned inputs bind (``{"N": 1}``: a dynamic batch) filled in."""
     graph = proto.graph
-    return {vi.name: (value_dims(vi), vi.type.tensor_type.elem_type)
+    return {vi.name: (tuple(bound.get(d, d) if isinstance(d, str) else d for d in value_dims(vi)),
+                      vi.type.tensor_type.elem_type)
             for vi in list(graph.value_info) + list(graph.output) if vi.type.tensor_type.HasField("shape")}
+
+
+def _bound_names(declared: dict, feeds: dict) -> dict:
+    """``{dim name: size}`` for the named input dims the pinned ``feeds`` give one size each
+    (a name given two sizes is bound to neither)."""
+    seen: dict = {}
+    for name, pinned in feeds.items():
+        for d, size in zip(declared.get(name, ()), pinned):
+            if isinstance(d, str) and d != "?":
+                seen.setdefault(d, set()).add(size)
+    return {d: sizes.pop() for d, sizes in seen.items() if len(sizes) == 1}
 
 
 def _agrees(a: tuple, b: tuple) -> bool:
@@ -184,7 +200,7 @@ class Shapes:
         declared = {vi.name: value_dims(vi) for vi in proto.graph.input}
         same_size = all(is_static(declared.get(k, ())[1:]) and tuple(declared[k][1:]) == v[1:]
                         for k, v in feeds.items())
-        trusted = self._trusted(_exporter_types(proto)) if same_size else {}
+        trusted = self._trusted(_exporter_types(proto, _bound_names(declared, feeds))) if same_size else {}
         if trusted:
             seeded = _copy(self._pinned)
             for name, (dims, elem) in trusted.items():
