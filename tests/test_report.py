@@ -147,17 +147,35 @@ def test_feature_net_has_maps_but_no_classes_and_says_so(tmp_path, capsys):
     assert "<strong>Class activation maps:</strong> not available for a model without a class output" in page
 
 
+def test_pattern_section_is_the_patterns_of_each_layer(model):
+    path, _, images = model
+    data = build(str(path), images[:1], patterns=True)
+    m = onnxviz.load(str(path))
+    for page in data.layers:
+        (section,) = [s for s in page.sections if s.kind == "patterns"]
+        layer = m.layer(page.row["name"])
+        count = layer.output_shape[0]
+        want = onnxviz.patterns(m, layer.name, list(range(min(16, count))))
+        (pic,) = section.pictures
+        best = int(np.argmax(want.activation))
+        assert pic.caption.endswith(f"the highest mean activation reached is channel {best}'s, "
+                                    f"{float(want.activation[best]):.3g}")
+        assert section.note == f"the first {min(16, count)} of {count} channels"
+        from onnxviz.render.patterns import patterns_image
+        grid = patterns_image(want.images, want.channels, f"{layer.name}: channels 0–{min(16, count) - 1}")
+        assert np.array_equal(np.asarray(decode(pic.png).convert("RGB")), np.asarray(grid.convert("RGB")))
+
+
 def test_optional_sections_are_stated_when_absent(model):
     path, _, images = model
     with pytest.warns(onnxviz.OnnxvizWarning) as caught:
-        data = build(str(path), images[:1], cam="eigen", patterns=True)
+        data = build(str(path), images[:1], cam="eigen")
     assert [str(w.message) for w in caught] == [
-        "--cam eigen: not available: this version of onnxviz has no class activation maps",
-        "--patterns: not available: this version of onnxviz has no filter patterns"]
+        "--cam eigen: not available: this version of onnxviz has no class activation maps"]
     assert [(s.kind, s.absent) for s in data.images[0].sections] == [
         ("cam", "not available: this version of onnxviz has no class activation maps")]
     assert [(s.kind, s.absent) for s in data.layers[0].sections] == [
-        ("patterns", "not available: this version of onnxviz has no filter patterns"),
+        ("patterns", "not requested (give --patterns)"),
         ("dataset", "not requested (give --dataset DIR)")]
     data = build(str(path), images[:1])
     assert data.images[0].sections[0].absent == "not requested (give --cam METHOD)"

@@ -295,7 +295,8 @@ def build(model, images, *, layers=None, labels=None, top: int = 5, max_channels
     notes = _notes(pages, caught)
     layer_pages, first_filters = _draw(model, chosen, maps, pages, arrays, _input_hw(model, size), max_channels,
                                        top_channels, workers, step)
-    ctx = Context(model, chosen, pages, scores, {"cam": cam, "patterns": patterns, "dataset": dataset})
+    ctx = Context(model, chosen, pages, scores, {"cam": cam, "patterns": patterns, "dataset": dataset,
+                                                     "max_bytes": max_bytes})
     by_name = {p.row["name"]: p for p in layer_pages}
     for _, scope, provider in PROVIDERS:
         for key, section in provider(ctx).items():

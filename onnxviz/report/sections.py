@@ -10,10 +10,8 @@ dataset    layer    the top-K dataset patches of ``onnxviz dataset … -o DIR`` 
 =========  =======  =================================================================
 
 A provider takes the :class:`Context` and returns ``{layer name or image index: Section}``.
-Adding a kind is one function and one row of :data:`PROVIDERS`. The CAM and pattern
-methods are not part of this version of onnxviz: their providers say so on the page, and
-warn, when asked for (the CAM one first says when the model has no class output, which is
-true of any version).
+Adding a kind is one function and one row of :data:`PROVIDERS`. A kind asked for that cannot
+be shown says why on the page, and warns (a model without a class output has no CAM).
 
 A dataset folder holds, as ``onnxviz dataset`` writes it: ``index.txt`` (one image path a
 line), and per layer ``<layer>.png`` (top-K patches, one row per channel) and ``<layer>.npz``
@@ -52,7 +50,7 @@ class Context:
     layers: list                        # onnxviz Layer, in report order
     images: list                        # data.ImagePage (``error`` set for images not used)
     scores: np.ndarray | None = None    # (N used images, K), or None: no class output
-    options: dict = field(default_factory=dict)   # cam=METHOD, patterns=bool, dataset=DIR
+    options: dict = field(default_factory=dict)   # cam=METHOD, patterns=bool, dataset=DIR, max_bytes
 
 
 def _everywhere(ctx: Context, scope: str, section: Section) -> dict:
@@ -79,10 +77,39 @@ def cam_sections(ctx: Context) -> dict:
     return _everywhere(ctx, "image", Section("cam", title, absent=why))
 
 
+#: Channels per layer the report's pattern section draws (``--patterns`` asks for them).
+PATTERN_CHANNELS = 16
+
+
 def pattern_sections(ctx: Context) -> dict:
-    why = (_unavailable("--patterns", "not available: this version of onnxviz has no filter patterns")
-           if ctx.options.get("patterns") else "not requested (give --patterns)")
-    return _everywhere(ctx, "layer", Section("patterns", "Filter patterns", absent=why))
+    """Per layer, the gradient-ascent patterns of its first :data:`PATTERN_CHANNELS` channels
+    (:func:`onnxviz.explain.patterns.patterns`, the Keras example's loop: 30 steps, lr 10), as
+    one grid; a layer whose gradient cannot be built says why."""
+    title = "Filter patterns"
+    if not ctx.options.get("patterns"):
+        return _everywhere(ctx, "layer", Section("patterns", title, absent="not requested (give --patterns)"))
+    from ..explain.patterns import patterns
+    from ..render import png_bytes
+    from ..render.patterns import patterns_image
+
+    out = {}
+    for layer in ctx.layers:
+        count = layer.output_shape[0] if layer.output_shape else PATTERN_CHANNELS
+        channels = list(range(min(PATTERN_CHANNELS, count)))
+        try:
+            p = patterns(ctx.model, layer.name, channels, max_bytes=ctx.options.get("max_bytes"))
+        except OnnxvizError as e:
+            out[layer.name] = Section("patterns", title, absent=_unavailable(f"--patterns ({layer.name})", str(e)))
+            continue
+        side = f"{p.images.shape[1]}×{p.images.shape[2]}"
+        png = png_bytes(patterns_image(p.images, p.channels, f"{layer.name}: channels {channels[0]}–{channels[-1]}"))
+        best = int(np.argmax(p.activation))
+        out[layer.name] = Section("patterns", title, pictures=(Picture(
+            f"{layer.name}: what channels {channels[0]}–{channels[-1]} respond to", png,
+            f"{side} images grown by 30 steps of gradient ascent from noise; the highest mean activation "
+            f"reached is channel {int(p.channels[best])}'s, {float(p.activation[best]):.3g}"),),
+            note=f"the first {len(channels)} of {count} channels")
+    return out
 
 
 def check_dataset(folder) -> str:
