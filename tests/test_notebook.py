@@ -26,6 +26,8 @@ CELLS = [
     "%matplotlib inline\nimport matplotlib.pyplot as plt\nonnxviz.plot_feature_maps(fm['block1_conv2'], 'block1_conv2')",
     "fig = onnxviz.plot_filters(m, 'block2_conv1')\nfig",
     "isinstance(fm, dict), sorted(fm), fm['block1_conv2'].shape",
+    "onnxviz.saliency(m, 'models/demo_sample.png', target=2)",
+    "onnxviz.patterns(m, 'block2_conv1', [0, 3, 5], steps=3)",
 ]
 
 
@@ -110,3 +112,15 @@ def test_the_mixin_gives_any_result_type_the_same_display():
     shown = re.findall(r'<img src="data:image/png;base64,([^"]+)"', html)
     assert [np.array_equal(png(s), p) for s, p in zip(shown, pixels)] == [True] * MAX_SHOWN
     assert len(shown) == MAX_SHOWN and "… and 2 more not shown" in html
+
+
+def test_saliency_and_patterns_show_as_their_pictures(outputs):
+    from onnxviz.render.patterns import heatmap_image, patterns_image
+
+    m = onnxviz.load(str(ROOT / "models" / "demo.onnx"))
+    a = onnxviz.saliency(m, str(ROOT / "models" / "demo_sample.png"), target=2)
+    title = f"gradient saliency of class 2 (score {float(a.score[0]):.4g})"
+    assert np.array_equal(one_picture(outputs[8]), np.asarray(heatmap_image(a.heatmap[0], title).convert("RGB")))
+    p = onnxviz.patterns(m, "block2_conv1", [0, 3, 5], steps=3)
+    want = patterns_image(p.images, p.channels, "block2_conv1: patterns")
+    assert np.array_equal(one_picture(outputs[9]), np.asarray(want.convert("RGB")))

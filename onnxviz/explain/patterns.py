@@ -46,6 +46,7 @@ from ..errors import LayerError, OnnxvizError
 from ..features import _NP_TYPES, _input_size, resolve_preset
 from ..graph.backward import Term
 from ..graph.index import META
+from ..render.notebook import Pictured
 from .gradients import _tensor_of, runner
 
 __all__ = ["Patterns", "patterns", "deprocess", "initial"]
@@ -54,8 +55,8 @@ _DEFAULT_SIZE = 128
 
 
 @dataclass(frozen=True)
-class Patterns:
-    """The result of :func:`patterns`: one image per channel."""
+class Patterns(Pictured):
+    """The result of :func:`patterns`: one image per channel (in a notebook: one grid)."""
 
     images: np.ndarray       # (K, H', W', 3) uint8 RGB: de-processed, the border cropped
     activation: np.ndarray   # (K,) float32: the objective at the final image
@@ -63,6 +64,13 @@ class Patterns:
     layer: str               # the layer (or tensor) asked for
     inputs: np.ndarray       # (K, *input) float32: the final images, in the model's input space and layout
     history: np.ndarray      # (steps, K) float32: the objective at each step, before its update
+
+
+    def _pictures(self) -> list:
+        from ..render.patterns import patterns_image
+
+        return [(f"{self.layer}: patterns", lambda: patterns_image(self.images, self.channels,
+                                                                    f"{self.layer}: patterns"))]
 
 
 def deprocess(img: np.ndarray, crop: int = 25, bgr: bool = False) -> np.ndarray:

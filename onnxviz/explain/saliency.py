@@ -40,6 +40,7 @@ import numpy as np
 from .. import runtime
 from ..errors import OnnxvizError
 from ..graph.rewrite import sub_model
+from ..render.notebook import Pictured
 from .gradients import Score, cached, gradients, input_tensor, score_tensor
 
 __all__ = ["Attribution", "saliency", "METHODS", "class_scores"]
@@ -48,8 +49,8 @@ METHODS = ("gradient", "smoothgrad", "integrated", "guided")
 
 
 @dataclass(frozen=True)
-class Attribution:
-    """The result of :func:`saliency`."""
+class Attribution(Pictured):
+    """The result of :func:`saliency` (in a notebook: each image's heatmap)."""
 
     values: np.ndarray           # (N, *input) float32: the attribution, in the input's layout and scale
     heatmap: np.ndarray          # (N, H, W) float32 in [0, 1], for drawing
@@ -57,6 +58,15 @@ class Attribution:
     score: np.ndarray            # (N,) float32: the class score at the image
     method: str
     delta: np.ndarray | None = None  # integrated: Σ values − (S(x) − S(baseline)), per image
+
+    def _pictures(self) -> list:
+        from ..render.patterns import heatmap_image
+
+        def draw(k):
+            title = f"{self.method} saliency of class {int(self.target[k])} (score {float(self.score[k]):.4g})"
+            return lambda: heatmap_image(self.heatmap[k], title)
+
+        return [(f"image {k}", draw(k)) for k in range(len(self.heatmap))]
 
 
 def class_scores(model, x: np.ndarray) -> np.ndarray:

@@ -22,7 +22,7 @@ from .mosaic import enlarge, grid, label_tiles, mosaic
 from .png import to_figure
 from .text import titled
 
-__all__ = ["patterns_image", "saliency_image", "plot_patterns"]
+__all__ = ["patterns_image", "saliency_image", "heatmap_image", "plot_patterns"]
 
 _GAP = 2
 
@@ -40,6 +40,10 @@ def patterns_image(images: np.ndarray, channels, title: str = "", *, min_px: int
     return img
 
 
+def _colours(heatmap: np.ndarray, cmap: str) -> np.ndarray:
+    return np.take(lut(cmap), (np.clip(np.nan_to_num(heatmap), 0, 1) * 255 + 0.5).astype(np.uint8), axis=0)
+
+
 def saliency_image(rgb: np.ndarray, heatmap: np.ndarray, title: str = "", *, cmap: str = "inferno",
                    min_px: int = 192) -> Image.Image:
     """The image (``H×W×3`` uint8) and its heatmap (``H×W`` in [0, 1], in ``cmap``) side by side."""
@@ -47,10 +51,17 @@ def saliency_image(rgb: np.ndarray, heatmap: np.ndarray, title: str = "", *, cma
     if rgb.ndim != 3 or rgb.shape[2] != 3 or heatmap.shape != rgb.shape[:2]:
         raise OnnxvizError(f"saliency_image takes an H×W×3 image and an H×W heatmap, not {rgb.shape} and "
                            f"{heatmap.shape}")
-    colours = np.take(lut(cmap), (np.clip(np.nan_to_num(heatmap), 0, 1) * 255 + 0.5).astype(np.uint8), axis=0)
-    pair = enlarge(np.stack([rgb.astype(np.uint8), colours]), min_px)
+    pair = enlarge(np.stack([rgb.astype(np.uint8), _colours(heatmap, cmap)]), min_px)
     body = mosaic(pair, cols=2, gap=_GAP * 4, fill=BACKGROUND[0])
     return titled(np.ascontiguousarray(body), title)[0]
+
+
+def heatmap_image(heatmap: np.ndarray, title: str = "", *, cmap: str = "inferno", min_px: int = 192) -> Image.Image:
+    """A heatmap (``H×W`` in [0, 1]) alone, in ``cmap``: a saliency result without its image."""
+    heatmap = np.asarray(heatmap, np.float32)
+    if heatmap.ndim != 2:
+        raise OnnxvizError(f"heatmap_image takes an H×W heatmap, not {heatmap.shape}")
+    return titled(np.ascontiguousarray(enlarge(_colours(heatmap, cmap)[None], min_px)[0]), title)[0]
 
 
 def plot_patterns(patterns, title: str = ""):
