@@ -25,6 +25,8 @@ __all__ = [
     "report",
     # gradients (issue 12)
     "saliency", "Attribution", "patterns", "Patterns", "gradients",
+    # statistics (issue 11)
+    "stats",
 ]
 
 _LAZY = {"plot_filters": "render", "plot_feature_maps": "render", "save_png": "render",
@@ -34,10 +36,10 @@ _LAZY = {"plot_filters": "render", "plot_feature_maps": "render", "save_png": "r
 
 
 def __getattr__(name):
-    if name == "report":  # the package onnxviz.report, callable as report(model, images, path, **kw)
-        import importlib
+    if name in ("report", "stats"):  # modules callable as their function: report(model, images, path, **kw),
+        import importlib            # stats(model, images=None, layers=None, **kw)
 
-        return importlib.import_module(".report", __name__)
+        return importlib.import_module(f".{name}", __name__)
     if name in _LAZY:
         import importlib
 

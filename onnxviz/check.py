@@ -3,7 +3,9 @@
 :func:`check` takes each layer through everything onnxviz does with it — read and dequantize
 its filters, draw them, compute its feature map for one input, draw that — and records, per
 layer, what it found (shapes, value ranges, near-zero filters, silent channels) or, when a
-step fails, the one-line reason. Nothing is written to disk.
+step fails, the one-line reason. Nothing is written to disk. Near-zero (dead) filters and
+silent channels are :mod:`onnxviz.stats`'s: a filter whose L2 norm is at most
+:data:`~onnxviz.stats.DEAD` times the layer's largest, a channel ≤ 0 at every position.
 
 >>> import onnxviz
 >>> from onnxviz.check import check, report_text
@@ -34,10 +36,10 @@ import numpy as np
 
 from .errors import ImageError, OnnxvizError, OnnxvizWarning, ResourceError, format_bytes, format_shape
 from .model import Model, load
+from .stats import dead_filters, filter_norms, silent_channels
 
 __all__ = ["check", "report_text"]
 
-NEAR_ZERO = 1e-3   # a filter whose largest |w| is below this fraction of the layer's is "near zero"
 _RANDOM_SIDE = 64  # the size of a dynamic dim in the random tensor for non-image inputs
 
 
@@ -88,8 +90,8 @@ def _filters_report(model: Model, layer) -> dict:
     info = {"shape": list(w.shape)}
     if not np.isfinite(w).all():
         return {**info, "error": f"filters: {int((~np.isfinite(w)).sum())} weights are NaN or infinite"}
-    peak = np.abs(w).reshape(len(w), -1).max(axis=1)  # filters() refuses empty weights
-    info.update(min=float(w.min()), max=float(w.max()), near_zero=int((peak <= NEAR_ZERO * peak.max()).sum()))
+    near_zero = dead_filters(filter_norms(w, layer.group, layer.op == "ConvTranspose"))
+    info.update(min=float(w.min()), max=float(w.max()), near_zero=int(near_zero.sum()))
     try:
         filter_image(w, layer.name)
     except OnnxvizError as e:
@@ -105,9 +107,7 @@ def _maps_report(fm) -> dict:
     info = {"shape": list(fm.shape[1:])}
     if not np.isfinite(fm).all():
         return {**info, "error": f"feature map: {int((~np.isfinite(fm)).sum())} values are NaN or infinite"}
-    per_channel = fm[0].reshape(fm.shape[1], -1) if fm.ndim >= 3 else fm.reshape(1, -1)
-    info.update(min=float(fm.min()), max=float(fm.max()),
-                silent=int((per_channel.max(axis=1) == per_channel.min(axis=1)).sum()))
+    info.update(min=float(fm.min()), max=float(fm.max()), silent=int(silent_channels(fm).sum()))
     try:
         feature_map_image(fm, spatial=fm.ndim - 2)
     except OnnxvizError as e:

@@ -13,6 +13,8 @@
     onnxviz saliency MODEL IMAGE [--method M] [--class C] [--preprocess P] [--size H W] -o OUT
     onnxviz patterns MODEL --layer L [--max N | --channels C,C,…] [--size S] [--steps N] [--lr LR]
                      [--jitter J] [--start keras|gray] [--revive] [--seed S] -o OUT
+    onnxviz stats    MODEL [IMAGE...] [--layer L]... [--top K] [--preprocess P] [--size H W]
+                     [--max-memory SIZE] [--feed NAME=FILE.npy]... [--json]
 
 IMAGE may be a ``.npy`` array of the model input's shape, fed as is (1-D and 3-D conv nets).
 
@@ -121,6 +123,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="folder to write into (default ./onnxviz-demo)")
     _report_parser(sub, common, layer_help)
     _gradient_parsers(sub, common)
+    _stats_parser(sub, common, layer_help)
     return p
 
 
@@ -282,6 +285,35 @@ def _patterns(args) -> int:
              f"lr {args.lr:g}{f', jitter {args.jitter}' if args.jitter else ''})")
     _write([(args.output, lambda: patterns_image(p.images, p.channels, title),
              f"{layer.name}: {len(p.channels)} patterns of {p.images.shape[1]}×{p.images.shape[2]}")])
+    return 0
+
+
+# ---------------------------------------------------------------- onnxviz stats (issue 11)
+
+def _stats_parser(sub, common, layer_help: str) -> None:
+    s = sub.add_parser("stats", parents=[common],
+                       help="per layer: filter norms, dead filters; with images, silent and top channels")
+    s.add_argument("model", metavar="MODEL")
+    s.add_argument("image", metavar="IMAGE", nargs="*",
+                   help="images (or .npy input tensors) for the activation statistics; none: filters only")
+    s.add_argument("--layer", action="append", metavar="L", help=layer_help + "; default: every layer")
+    s.add_argument("--top", type=_positive, default=5, metavar="K", help="top channels per layer (default 5)")
+    _input_options(s)
+    s.add_argument("--json", action="store_true", help="print JSON (every channel's figures) instead of a table")
+
+
+def _stats(args) -> int:
+    from .model import load
+    from .stats import stats, stats_text
+
+    model = load(args.model)
+    layers = model.select(args.layer)
+    sources = [_load_npy(p) if p.lower().endswith(".npy") else p for p in args.image]
+    result = stats(model, sources or None, layers, preprocess=args.preprocess,
+                   size=tuple(args.size) if args.size else None, feeds=_feeds(args.feed),
+                   max_bytes=args.max_memory, names=args.image,
+                   progress=progress(args, len(layers) + len(sources), "stats"))
+    print(json.dumps(result.as_dict(args.top), indent=2) if args.json else stats_text(result, args.top))
     return 0
 
 
@@ -457,7 +489,8 @@ def _demo(args) -> int:
 
 
 _COMMANDS = {"summary": _summary, "filters": _filters, "features": _features, "check": _check,
-             "demo": _demo, "report": _report, "saliency": _saliency, "patterns": _patterns}
+             "demo": _demo, "report": _report, "saliency": _saliency, "patterns": _patterns,
+             "stats": _stats}
 
 
 def main(argv: list[str] | None = None) -> int:

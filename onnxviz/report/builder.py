@@ -53,7 +53,7 @@ from ..output import check_target, write_atomic
 from ..render import filter_image, png_bytes
 from ..render.colormaps import lut
 from ..render.encode import indexed_png
-from ..stats import channel_stats, top_channels
+from ..stats import channel_stats, silent_channels, top_channels
 from .card import model_card
 from .data import ImagePage, LayerPage, MapGrid, Picture, Report, Tile
 from .html import render
@@ -137,7 +137,8 @@ class _Grid:
                         float(s["mean"][i, ch]), float(s["active"][i, ch]))
 
         return MapGrid(image_index, [tile(ch) for ch in range(self.shown)], [tile(ch) for ch in self.best],
-                       self.maps_shape[0], self.maps_shape[1:], self.factor, int((s["max"][i] <= 0).sum()))
+                       self.maps_shape[0], self.maps_shape[1:], self.factor,
+                       int(silent_channels(None, i, s).sum()))
 
 
 def _grids(maps: np.ndarray, max_channels: int, top: int, encode) -> list[_Grid]:
