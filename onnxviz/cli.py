@@ -299,7 +299,8 @@ def _span(channels) -> str:
 
 # ------------------------------------------------------------- class activation maps (issue 11)
 
-CAM_METHODS = ("eigen", "score", "ablation", "grad", "grad++", "xgrad", "layer", "hires", "guided-grad")  # = explain.cam.METHODS
+# = explain.cam.METHODS (a test checks; not imported: the parser must not load onnxruntime)
+CAM_METHODS = ("eigen", "score", "ablation", "grad", "grad++", "xgrad", "layer", "hires", "guided-grad")
 
 
 def _cam_parser(sub, common) -> None:
@@ -372,40 +373,30 @@ def _cam_photos(args, source, pictures) -> list:
 def _cam(args) -> int:
     import os
 
-    import numpy as np
-
-    from .classes import class_scores
     from .errors import OnnxvizError
     from .explain.cam import cam
     from .model import load
     from .output import check_target, safe_name
+    from .render.colormaps import lut
     from .render.overlay import cam_picture
 
     check_target(args.output, protect=[args.model, *args.image])
+    if not 0 <= args.alpha <= 1:
+        raise OnnxvizError(f"--alpha {args.alpha:g}: the heatmap's opacity is between 0 and 1")
+    lut(args.cmap)  # an unknown colour map is refused before any work
+    if args.top and args.method == "eigen":
+        raise OnnxvizError("--top K gives one map per class; EigenCAM's map is the same for every class "
+                           "(give another --method, or leave --top out)")
     model = load(args.model)
     source = _cam_source(args)
     size = tuple(args.size) if args.size else None
     kw = dict(layer=args.layer, batch_size=args.batch, top_channels=args.top_channels,
               sign_correction=args.sign_correction, labels=args.labels, feeds=_feeds(args.feed),
               max_bytes=args.max_memory)
-    if args.top and args.method == "eigen":
-        raise OnnxvizError("--top K gives one map per class; EigenCAM's map is the same for every class "
-                           "(give another --method, or leave --top out)")
-    first = cam(model, source, args.method, target=args.target, preprocess=args.preprocess, size=size,
-                progress=_cam_progress(args, args.method), **kw)
-    results = [first]
-    if args.top and args.top > 1:
-        from .features import input_tensor
-
-        x = source if isinstance(source, np.ndarray) else input_tensor(model, source, preprocess=args.preprocess,
-                                                                       size=size)
-        scores, _ = class_scores(model, x, max_bytes=args.max_memory)
-        if args.top > scores.shape[1]:
-            raise OnnxvizError(f"--top {args.top}: the model scores {scores.shape[1]} classes")
-        order = np.argsort(-scores, axis=1, kind="stable")
-        for r in range(1, args.top):
-            results.append(cam(model, x, args.method, target=order[:, r], progress=_cam_progress(args, args.method),
-                               **kw))
+    results = [cam(model, feed, args.method, target=target, preprocess=args.preprocess if k == 0 else None,
+                   size=size if k == 0 else None, progress=_cam_progress(args, args.method), **kw)
+               for k, (feed, target) in enumerate(_cam_targets(args, model, source, size))]
+    first = results[0]
     photos = _cam_photos(args, source, first.images)
     stems = ([os.path.splitext(os.path.basename(p))[0] for p in args.image] if isinstance(source, list)
              else [f"image{k}" for k in range(len(first.heatmap))])
@@ -424,6 +415,26 @@ def _cam(args) -> int:
                                                              photo=photos[k], at=at), results[r].caption(k))
             for r, k in items])
     return 0
+
+
+def _cam_targets(args, model, source, size) -> list:
+    """``[(what to feed, target)]``, one per map: ``--class`` (or the top class), or the ``--top K``
+    classes of each image, found first (the images, then their tensor, fed to the later calls)."""
+    import numpy as np
+
+    from .classes import class_scores
+    from .errors import OnnxvizError
+    from .features import input_tensor
+
+    if not args.top:
+        return [(source, args.target)]
+    x = source if isinstance(source, np.ndarray) else input_tensor(model, source, preprocess=args.preprocess,
+                                                                   size=size)
+    scores, _ = class_scores(model, x, max_bytes=args.max_memory)
+    if args.top > scores.shape[1]:
+        raise OnnxvizError(f"--top {args.top}: the model scores {scores.shape[1]} classes")
+    order = np.argsort(-scores, axis=1, kind="stable")
+    return [(source if r == 0 else x, order[:, r]) for r in range(args.top)]
 
 
 def _check_overlay(args, source) -> None:

@@ -32,7 +32,8 @@ SIDE = 20
 
 
 def classifier(path, *, residual=False, act="Relu", softmax=True, dead=False, seed=0, labels=None):
-    """conv(3→6)-ReLU-pool, conv(6→6)-act [+ the pool output], GlobalAveragePool, Flatten, Gemm(6→5)[, Softmax]."""
+    """conv(3→6)-ReLU-pool, conv(6→6)-act [+ the pool output], GlobalAveragePool, Flatten,
+    Gemm(6→5)[, Softmax]."""
     net = Net(("N", 3, SIDE, SIDE), seed=seed)
     net.conv(3, 6, name="c1")
     net.act()

@@ -64,6 +64,10 @@ def test_cam_errors_are_one_line_and_write_nothing(tmp_path, capsys):
          "(Grad-CAM); method 'score' takes it\n"),
         (["--layer", "conv9"], "error: no layer or tensor 'conv9'; layers are: block1_conv1, block1_conv2, "
          "block2_conv1, block2_conv2, block3_conv1, block3_conv2 (or give any tensor name)\n"),
+        (["--alpha", "1.5"], "error: --alpha 1.5: the heatmap's opacity is between 0 and 1\n"),
+        (["--cmap", "nope"], "error: unknown colour map 'nope'; try gray, viridis, magma, inferno\n"),
+        (["--method", "eigen", "--class", "2"], "error: target=2: EigenCAM explains no class (its map is the "
+         "same for every class); leave target out\n"),
     ]
     for extra, message in cases:
         code, stdout, err = run(["cam", DEMO, PHOTO, *extra, "-o", out], capsys)

@@ -33,7 +33,8 @@ from ..budget import estimate, memory_budget
 from ..errors import ResourceError, format_bytes, format_shape
 from ..render.notebook import Pictured
 
-__all__ = ["Cam", "CamMethod", "GradientMethod", "Context", "bilinear", "scale", "heatmap", "fit_batch", "need", "run_fixed"]
+__all__ = ["Cam", "CamMethod", "GradientMethod", "Context", "bilinear", "scale", "heatmap", "fit_batch", "need",
+           "run_fixed"]
 
 
 @dataclass(frozen=True, eq=False)

@@ -85,9 +85,10 @@ def _check_options(key: str, method: CamMethod, given: dict) -> None:
         raise OnnxvizError(f"{name}= does not apply to method '{key}' ({method.title}); "
                            f"method{'s' if len(takers) > 1 else ''} {', '.join(repr(t) for t in takers)} "
                            f"take{'' if len(takers) > 1 else 's'} it")
-    batch = given["batch_size"]
-    if isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or batch < 1:
-        raise OnnxvizError(f"batch_size must be a whole number, 1 or more, not {batch!r}")
+    for name in ("batch_size", "top_channels"):
+        value = given[name]
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1):
+            raise OnnxvizError(f"{name} must be a whole number, 1 or more, not {value!r}")
 
 
 def _is_nhwc_view(node) -> bool:

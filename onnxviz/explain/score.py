@@ -25,7 +25,6 @@ from __future__ import annotations
 import numpy as np
 
 from .. import runtime
-from ..errors import OnnxvizError
 from ..graph.rewrite import sub_model
 from .base import CamMethod, bilinear, fit_batch, need, run_fixed
 from .gradients import cached
@@ -45,6 +44,7 @@ def top_variance(acts: np.ndarray, k: int | None) -> np.ndarray:
 def _scorer(ctx):
     """``run(x) → (B, K)`` class scores, from a cached session of the model pruned to them."""
     model, tensor = ctx.model, ctx.score_tensor
+
     def make():
         sub = sub_model(model.proto, [tensor])
         return runtime.session(sub, model.base_dir, blocked=runtime.blocked(sub))
@@ -61,6 +61,16 @@ def _scorer(ctx):
     return run
 
 
+def _masked(x: np.ndarray, maps: np.ndarray, nhwc: bool) -> np.ndarray:
+    """Each input of ``x`` times its ``(h, w)`` map, upsampled to the input (corners aligned) and
+    min–max normalised as pytorch-grad-cam does: ``(m − min) / (max − min + 1e-8)``."""
+    size = x.shape[1:3] if nhwc else x.shape[2:4]
+    masks = bilinear(maps, size, corners=True)
+    low = masks.min(axis=(1, 2), keepdims=True)
+    masks = (masks - low) / (masks.max(axis=(1, 2), keepdims=True) - low + np.float32(1e-8))
+    return (x * (masks[..., None] if nhwc else masks[:, None])).astype(x.dtype, copy=False)
+
+
 class ScoreCAM(CamMethod):
     title = "ScoreCAM"
     options = ("batch_size", "top_channels")
@@ -68,10 +78,7 @@ class ScoreCAM(CamMethod):
     def weights(self, ctx):
         acts, x = ctx.acts, ctx.x
         n, c = acts.shape[:2]
-        k = ctx.top_channels
-        if k is not None and (isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1):
-            raise OnnxvizError(f"top_channels must be a whole number, 1 or more, not {k!r}")
-        chosen = top_variance(acts, k)
+        chosen = top_variance(acts, ctx.top_channels)
         flat = acts.reshape(n, c, -1)
         constant = flat.max(axis=2) == flat.min(axis=2)
         work = [(i, ch) for i in range(n) for ch in chosen[i] if not constant[i, ch]]
@@ -84,17 +91,12 @@ class ScoreCAM(CamMethod):
         pixels = h * w * 4
         step = fit_batch("ScoreCAM", max(1, int(ctx.batch_size)), lambda b: need(
             ctx.model, [ctx.score_tensor], (b,) + x.shape[1:], ctx.feeds, extra=3 * b * pixels), ctx.max_bytes)
-        layout_nhwc = ctx.model.input.layout == "NHWC"
+        nhwc = ctx.model.input.layout == "NHWC"
         for lo in range(0, len(work), step):
-            part = work[lo:lo + step]
-            items = np.array([i for i, _ in part])
-            masks = bilinear(acts[items, [ch for _, ch in part]], (h, w), corners=True)
-            low = masks.min(axis=(1, 2), keepdims=True)
-            masks = (masks - low) / (masks.max(axis=(1, 2), keepdims=True) - low + np.float32(1e-8))
-            masks = masks[..., None] if layout_nhwc else masks[:, None]
-            got = run((x[items] * masks).astype(x.dtype, copy=False))
-            scores[items, [ch for _, ch in part]] = got[np.arange(len(part)), ctx.target[items]]
-            ctx.tick(lo + len(part), len(work))
+            items, chans = (np.array(v) for v in zip(*work[lo:lo + step]))
+            got = run(_masked(x[items], acts[items, chans], nhwc))
+            scores[items, chans] = got[np.arange(len(items)), ctx.target[items]]
+            ctx.tick(lo + len(items), len(work))
         picked = np.take_along_axis(scores, chosen, axis=1).astype(np.float64)
         soft = np.exp(picked - picked.max(axis=1, keepdims=True))
         weights = np.zeros((n, c), np.float32)
