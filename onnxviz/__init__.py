@@ -27,12 +27,16 @@ __all__ = [
     "saliency", "Attribution", "patterns", "Patterns", "gradients",
     # statistics (issue 11)
     "stats",
+    # class activation maps (issue 11)
+    "cam", "Cam",
 ]
 
 _LAZY = {"plot_filters": "render", "plot_feature_maps": "render", "save_png": "render",
          # gradients (issue 12)
          "saliency": "explain.saliency", "Attribution": "explain.saliency", "patterns": "explain.patterns",
-         "Patterns": "explain.patterns", "gradients": "explain.gradients"}
+         "Patterns": "explain.patterns", "gradients": "explain.gradients",
+         # class activation maps (issue 11)
+         "cam": "explain.cam", "Cam": "explain.cam"}
 
 
 def __getattr__(name):

@@ -15,6 +15,11 @@
                      [--jitter J] [--start keras|gray] [--revive] [--seed S] -o OUT
     onnxviz stats    MODEL [IMAGE...] [--layer L]... [--top K] [--preprocess P] [--size H W]
                      [--max-memory SIZE] [--feed NAME=FILE.npy]... [--json]
+    onnxviz cam      MODEL IMAGE... [--method M] [--layer L] [--class C | --top K] [--labels FILE]
+                     [--top-channels K] [--batch N] [--sign-correction] [--cmap NAME] [--alpha A]
+                     [--full-size] [--preprocess P] [--size H W] [--max-memory SIZE] -o OUT.png
+
+``features --overlay C`` draws channel C of each layer over the image instead of the mosaic.
 
 IMAGE may be a ``.npy`` array of the model input's shape, fed as is (1-D and 3-D conv nets).
 
@@ -109,6 +114,7 @@ def _parser() -> argparse.ArgumentParser:
     _input_options(m)
     m.add_argument("--raw-conv", action="store_true", help="the conv output, before bias/BN/activation")
     m.add_argument("--shared", action="store_true", help="one colour scale for all maps of a layer")
+    m.add_argument("--overlay", type=int, metavar="C", help="channel C of each layer over the image, not the mosaic")
     m.add_argument("-o", "--output", required=True, metavar="OUT", help="PNG to write")
     c = sub.add_parser("check", parents=[common],
                        help="is this model supported? every layer through filters and feature maps")
@@ -124,6 +130,7 @@ def _parser() -> argparse.ArgumentParser:
     _report_parser(sub, common, layer_help)
     _gradient_parsers(sub, common)
     _stats_parser(sub, common, layer_help)
+    _cam_parser(sub, common)
     return p
 
 
@@ -322,6 +329,181 @@ def _span(channels) -> str:
     return f"{c[0]}–{c[-1]}" if c == list(range(c[0], c[-1] + 1)) and len(c) > 2 else ", ".join(map(str, c))
 
 
+# ------------------------------------------------------------- class activation maps (issue 11)
+
+# = explain.cam.METHODS (a test checks; not imported: the parser must not load onnxruntime)
+CAM_METHODS = ("eigen", "score", "ablation", "grad", "grad++", "xgrad", "layer", "hires", "guided-grad")
+
+
+def _cam_parser(sub, common) -> None:
+    c = sub.add_parser("cam", parents=[common], help="where the model looks: a class activation map over the image")
+    c.add_argument("model", metavar="MODEL")
+    c.add_argument("image", metavar="IMAGE", nargs="+",
+                   help="images, or one .npy array of the model input's shape (a batch), fed as is")
+    c.add_argument("--method", choices=CAM_METHODS, default="ablation", metavar="M",
+                   help=f"one of {', '.join(CAM_METHODS)} (default ablation)")
+    c.add_argument("--layer", metavar="L", help="a conv layer or any tensor name (default: the last map before "
+                   "the global pooling or flatten)")
+    which = c.add_mutually_exclusive_group()
+    which.add_argument("--class", dest="target", type=int, metavar="C", help="the class (default: the top one)")
+    which.add_argument("--top", type=_positive, metavar="K", help="one overlay per class for the K best classes")
+    c.add_argument("--labels", metavar="FILE", help="class names, one a line (default: the model's onnxviz.labels "
+                   "metadata, else class indices)")
+    c.add_argument("--top-channels", type=_positive, metavar="K",
+                   help="score: mask only the K channels of highest variance (Faster Score-CAM)")
+    c.add_argument("--batch", type=_positive, default=32, metavar="N",
+                   help="masked or ablated inputs (or images) per run (default 32)")
+    c.add_argument("--sign-correction", action="store_true", help="eigen: flip a map whose negative part is larger")
+    c.add_argument("--cmap", default="jet", metavar="NAME", help="colour map of the heatmap (default jet)")
+    c.add_argument("--alpha", type=float, default=0.5, metavar="A", help="heatmap opacity, 0 to 1 (default 0.5)")
+    c.add_argument("--full-size", action="store_true",
+                   help="draw over the photo at its own size, not at the model's input size")
+    _input_options(c)
+    c.add_argument("-o", "--output", required=True, metavar="OUT.png", help="PNG to write (several: OUT_<name>.png)")
+
+
+def _cam_progress(args, desc: str):
+    """``cam()``'s ``progress(done, total)``: the bar (:func:`progress`) is made at the first call,
+    when the number of runs is known."""
+    bar = []
+
+    def update(done: int, total: int) -> None:
+        if not bar:
+            bar.append(progress(args, total, desc, "run"))
+        if bar[0] is not None:
+            bar[0](done)
+
+    return update
+
+
+def _cam_source(args):
+    """The images (paths) or the one .npy array the command line gives."""
+    from .errors import ImageError
+
+    arrays = [p for p in args.image if p.lower().endswith(".npy")]
+    if not arrays:
+        return list(args.image)
+    if len(args.image) > 1:
+        raise ImageError("give images, or one .npy array of the model input's shape, not both or several arrays")
+    if args.preprocess or args.size:
+        raise ImageError(f"--preprocess and --size apply to images; the array '{arrays[0]}' is fed as is")
+    return _load_npy(arrays[0])
+
+
+def _cam_photos(args, source, pictures) -> list:
+    """What each overlay is drawn over: the image at the input size (or its own, --full-size);
+    a .npy tensor's own picture (None: a grey field)."""
+    import numpy as np
+
+    from . import preprocess as prep
+
+    if isinstance(source, list) and args.full_size:
+        return [np.clip(prep.load_image(p), 0, 255).astype(np.uint8) for p in source]
+    return list(pictures) if pictures is not None else [None] * len(args.image)
+
+
+def _cam(args) -> int:
+    import os
+
+    from .errors import OnnxvizError
+    from .explain.cam import cam
+    from .model import load
+    from .output import check_target, safe_name
+    from .render.colormaps import lut
+    from .render.overlay import cam_picture
+
+    check_target(args.output, protect=[args.model, *args.image])
+    if not 0 <= args.alpha <= 1:
+        raise OnnxvizError(f"--alpha {args.alpha:g}: the heatmap's opacity is between 0 and 1")
+    lut(args.cmap)  # an unknown colour map is refused before any work
+    if args.top and args.method == "eigen":
+        raise OnnxvizError("--top K gives one map per class; EigenCAM's map is the same for every class "
+                           "(give another --method, or leave --top out)")
+    model = load(args.model)
+    source = _cam_source(args)
+    size = tuple(args.size) if args.size else None
+    kw = dict(layer=args.layer, batch_size=args.batch, top_channels=args.top_channels,
+              sign_correction=args.sign_correction, labels=args.labels, feeds=_feeds(args.feed),
+              max_bytes=args.max_memory)
+    results = [cam(model, feed, args.method, target=target, preprocess=args.preprocess if k == 0 else None,
+                   size=size if k == 0 else None, progress=_cam_progress(args, args.method), **kw)
+               for k, (feed, target) in enumerate(_cam_targets(args, model, source, size))]
+    first = results[0]
+    photos = _cam_photos(args, source, first.images)
+    stems = ([os.path.splitext(os.path.basename(p))[0] for p in args.image] if isinstance(source, list)
+             else [f"image{k}" for k in range(len(first.heatmap))])
+    if len(set(stems)) < len(stems):  # the same name twice: numbered
+        stems = [f"{k}_{stem}" for k, stem in enumerate(stems)]
+    items = [(r, k) for k in range(len(first.heatmap)) for r in range(len(results))]
+
+    def name(r: int, k: int) -> str:
+        parts = ([stems[k]] if len(stems) > 1 else []) + ([f"top{r + 1}_{safe_name(results[r].names[k])}"]
+                                                          if len(results) > 1 else [])
+        return "_".join(parts) or "cam"
+
+    paths = _targets(args, model, [name(r, k) for r, k in items])
+    at = "photo" if args.full_size else "input"
+    _write([(paths[name(r, k)], lambda r=r, k=k: cam_picture(results[r], k, cmap=args.cmap, alpha=args.alpha,
+                                                             photo=photos[k], at=at), results[r].caption(k))
+            for r, k in items])
+    return 0
+
+
+def _cam_targets(args, model, source, size) -> list:
+    """``[(what to feed, target)]``, one per map: ``--class`` (or the top class), or the ``--top K``
+    classes of each image, found first (the images, then their tensor, fed to the later calls)."""
+    import numpy as np
+
+    from .classes import class_scores
+    from .errors import OnnxvizError
+    from .features import input_tensor
+
+    if not args.top:
+        return [(source, args.target)]
+    x = source if isinstance(source, np.ndarray) else input_tensor(model, source, preprocess=args.preprocess,
+                                                                   size=size)
+    scores, _ = class_scores(model, x, max_bytes=args.max_memory)
+    if args.top > scores.shape[1]:
+        raise OnnxvizError(f"--top {args.top}: the model scores {scores.shape[1]} classes")
+    order = np.argsort(-scores, axis=1, kind="stable")
+    return [(source if r == 0 else x, order[:, r]) for r in range(args.top)]
+
+
+def _check_overlay(args, source) -> None:
+    from .errors import ImageError
+
+    if args.overlay < 0:
+        raise ImageError(f"--overlay {args.overlay}: a channel is a whole number, 0 or more")
+    if not isinstance(source, str):
+        raise ImageError("--overlay draws a map over an image; give an image file, not a .npy array")
+
+
+def _overlays(args, model, path: str, maps: dict, paths: dict) -> list:
+    """``features --overlay C``: channel C of each layer's map over the image at the input size."""
+    import numpy as np
+
+    from . import preprocess as prep
+    from .errors import LayerError, UnsupportedModelError
+    from .render.overlay import channel_overlay
+
+    pictures = []
+    for name, fm in maps.items():
+        if fm.ndim != 4:
+            raise UnsupportedModelError(f"--overlay draws 2-D maps over an image; layer '{name}' is {fm.ndim - 2}-D")
+        if args.overlay >= fm.shape[1]:
+            raise LayerError(f"channel {args.overlay} is out of range: layer '{name}' has {fm.shape[1]} channels "
+                             f"(0–{fm.shape[1] - 1})")
+    inp = model.input
+    size = tuple(args.size) if args.size else tuple(inp.size)
+    photo = prep.to_tensor(path, size=size, layout="NHWC", preset="raw")[0].astype(np.uint8)
+    c = args.overlay
+    for name, fm in maps.items():
+        title = f"{name}: channel {c} of {fm.shape[1]} ({fm.shape[2]}×{fm.shape[3]}) over the image"
+        pictures.append((paths[name], lambda fm=fm, title=title: channel_overlay(photo, fm[0, c], title),
+                         f"{name}: channel {c} over the image"))
+    return pictures
+
+
 def _summary(args) -> int:
     from .model import load
 
@@ -452,9 +634,14 @@ def _features(args) -> int:
         if inp is not None and inp.shape and source.ndim != len(inp.shape):
             raise ImageError(f"the array '{args.image}' has shape {source.shape}; the model input "
                              f"'{inp.name}' has shape {list(inp.shape)}: give an array of that rank")
+    if args.overlay is not None:
+        _check_overlay(args, source)
     maps = model.feature_maps(source, layers, preprocess=args.preprocess,
                               size=tuple(args.size) if args.size else None, raw_conv=args.raw_conv,
                               feeds=_feeds(args.feed), max_bytes=args.max_memory)
+    if args.overlay is not None:
+        _write(_overlays(args, model, source, maps, paths))
+        return 0
     _write([(paths[name], lambda fm=fm, name=name: feature_map_image(fm, name, max=args.max, shared=args.shared,
                                                                        spatial=fm.ndim - 2),
              f"{name}: {format_shape(fm.shape[1:])}") for name, fm in maps.items()])
@@ -490,7 +677,7 @@ def _demo(args) -> int:
 
 _COMMANDS = {"summary": _summary, "filters": _filters, "features": _features, "check": _check,
              "demo": _demo, "report": _report, "saliency": _saliency, "patterns": _patterns,
-             "stats": _stats}
+             "stats": _stats, "cam": _cam}
 
 
 def main(argv: list[str] | None = None) -> int:

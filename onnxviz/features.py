@@ -250,12 +250,13 @@ def _as_float(model, tensor: str, value, layer_name: str) -> np.ndarray:
     return value.astype(np.float32)
 
 
-def _session(model, tensors: tuple):
-    key = tensors
+def _session(model, tensors: tuple, fast: bool = False):
+    key = (tensors, "fast") if fast else tensors
     sess = model._sessions.get(key)
     if sess is None:
         sub = sub_model(model.proto, list(tensors))
-        sess = runtime.session(sub, model.base_dir, arena=False)  # memory as the guard counts it
+        sess = runtime.session(sub, model.base_dir, arena=False,  # memory as the guard counts it
+                               blocked=runtime.blocked(sub) if fast else None)
         if len(model._sessions) >= 8:  # a small cache: a session holds its weights in memory
             model._sessions.pop(next(iter(model._sessions)))
         model._sessions[key] = sess
@@ -263,16 +264,17 @@ def _session(model, tensors: tuple):
 
 
 
-def run_tensors(model, x: np.ndarray, tensors: tuple, extra: dict | None = None) -> list:
+def run_tensors(model, x: np.ndarray, tensors: tuple, extra: dict | None = None, fast: bool = False) -> list:
     """The values of ``tensors`` for the ready input tensor ``x`` (and ``extra`` feeds), as
     onnxruntime gives them, from a cached pruned session; a fixed batch size is filled in chunks.
+    ``fast``: the NCHWc layout whenever the convs' weights allow it (:func:`onnxviz.runtime.blocked`).
 
     >>> run_tensors(m, x, ("block1_conv1/Relu:0",))[0].shape         # doctest: +SKIP
     (2, 64, 224, 224)
     """
     inp, extra = model.input, extra or {}
     tensors = tuple(tensors)
-    sess = _session(model, tensors)
+    sess = _session(model, tensors, fast)
     needed = [i.name for i in sess.get_inputs()]
     missing = [n for n in needed if n != inp.name and n not in extra]
     if missing:

@@ -91,3 +91,28 @@ def nchwc8(monkeypatch):
     from onnxviz import memplan
 
     monkeypatch.setattr(memplan, "BLOCK", 8)
+
+
+
+def grad_cam():
+    """The real pytorch-grad-cam package (the CAM parity tests' reference), or skip the test;
+    with ONNXVIZ_REQUIRE_ALL set (CI), its absence fails instead.
+
+    torchvision 0.28 (the CUDA build pip pairs with the CPU torch) registers fake kernels for
+    its ``nms`` and ``qnms`` ops at import, whose schemas only its missing C++ library would
+    define: they are defined here first (once per process), so that it imports."""
+    try:
+        import torch
+        for op in ("nms", "qnms"):
+            try:
+                torch._C._get_schema(f"torchvision::{op}", "")
+            except RuntimeError:  # not defined yet
+                torch.library.define(f"torchvision::{op}",
+                                     "(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+        import pytorch_grad_cam
+        import pytorch_grad_cam.utils.model_targets  # noqa: F401
+    except ImportError as e:
+        if os.environ.get("ONNXVIZ_REQUIRE_ALL"):
+            raise
+        pytest.skip(f"pytorch-grad-cam is not installed ({e}); pip install '.[test]'")
+    return pytorch_grad_cam

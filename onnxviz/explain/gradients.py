@@ -173,8 +173,17 @@ class GradientRunner:
         probe = self._budgeted
         seeds = {s: np.zeros((1, n or 1), self.seed_dtype(k)) for k, (s, n) in
                  enumerate(zip(self.graph.seeds, self.graph.sizes))}
+        if limit is None:  # max_bytes="off": nothing is checked
+            return batch
         while True:
             est = estimate(probe, outputs, (batch,) + tuple(shape[1:]), seeds)
+            if est["total"] is None:
+                name, node = est["unsized"][0]
+                raise ResourceError(
+                    f"the gradient's tensors cannot be sized at input {format_shape(shape[1:])}: tensor '{name}'"
+                    f"{f' of op {node.op_type}' if node is not None else ''} has no inferable shape, so the run "
+                    f"cannot be checked against the budget of {format_bytes(limit)}: run it unchecked with "
+                    "max_bytes='off', --max-memory off or ONNXVIZ_MAX_BYTES=off")
             if est["total"] <= limit:
                 return batch
             if batch == 1:

@@ -181,7 +181,11 @@ def _objective(e: Emitter, terms, types_before: dict) -> tuple[list[str], list[s
             x = e.reduce("ReduceMean", x, axes, keepdims=0)
         else:
             raise ValueError(f"unknown objective term kind {term.kind!r}")
-        values.append(e.reduce("ReduceSum", e.op("Mul", [x, seed]), [1], keepdims=0))
+        # the seed laid out as x (Shape(x): the same symbolic dims), so that inference gives the
+        # product x's own dims, and its gradient needs no broadcast axes found at run time (an
+        # exporter's Reshape can rename the batch dim: dynamo's view before a Linear head)
+        seed_like = e.op("Reshape", [seed, e.shape(x)])
+        values.append(e.reduce("ReduceSum", e.op("Mul", [x, seed_like]), [1], keepdims=0))
         seeds.append(seed)
     return seeds, values
 

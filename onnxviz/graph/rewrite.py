@@ -11,6 +11,8 @@
   into uint8 ones with the same values, so that exposing a tensor of a QDQ model keeps
   onnxruntime's quantized fusions (``QLinearConv``) on x86.
 * :func:`sub_model` is all three, the form :mod:`onnxviz.features` uses.
+* :func:`tail` splits a graph at a tensor: the part after it, with that tensor (and what else
+  made before it the part reads: :func:`tail_inputs`) as inputs. AblationCAM runs only that part.
 
 >>> sub = sub_model(model_proto, ["block1_conv1/Relu:0"])    # doctest: +SKIP
 >>> [o.name for o in sub.graph.output]                      # doctest: +SKIP
@@ -31,7 +33,7 @@ from onnx import numpy_helper
 from ..errors import LayerError
 from .index import body_inputs
 
-__all__ = ["expose", "prune", "uint8_activations", "sub_model"]
+__all__ = ["expose", "prune", "uint8_activations", "sub_model", "tail", "tail_inputs"]
 
 
 def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -218,3 +220,82 @@ def sub_model(model: onnx.ModelProto, names) -> onnx.ModelProto:
     """:func:`expose`, :func:`prune`, :func:`uint8_activations`: the smallest model that
     outputs ``names``, ready for onnxruntime."""
     return uint8_activations(prune(expose(model, names), names))
+
+
+def _reach(graph: onnx.GraphProto, sources: set) -> set:
+    """Every tensor computed from ``sources`` (graph order is topological)."""
+    reached = set(sources)
+    for node in graph.node:
+        if any(i in reached for i in node.input) or (body_inputs(node) & reached):
+            reached.update(o for o in node.output if o)
+    return reached
+
+
+def _split(graph: onnx.GraphProto, at: str, outputs) -> tuple[list, list[str]]:
+    """``(nodes after the split that outputs need, the tensors made before it they read)``."""
+    _check_names(graph, [at, *outputs])
+    initializers = {t.name for t in graph.initializer}
+    inputs = {i.name for i in graph.input if i.name not in initializers}
+    after = _reach(graph, {at})
+    varying = _reach(graph, inputs)  # what depends on a graph input: the rest is constant
+    for name in outputs:
+        if name not in after:
+            raise LayerError(f"tensor '{name}' does not depend on tensor '{at}', so nothing after '{at}' "
+                             "changes it; choose a tensor it is computed from")
+    producers = {o: node for node in graph.node for o in node.output if o}
+    keep, others, stack, seen = set(), set(), list(outputs), set()
+    while stack:
+        name = stack.pop()
+        if name in seen or not name or name == at or name in initializers:
+            continue
+        seen.add(name)
+        node = producers.get(name)
+        if node is None or (name in varying and name not in after):  # made before the split
+            others.add(name)
+        elif id(node) not in keep:  # after the split, or constant (a Reshape's shape)
+            keep.add(id(node))
+            stack.extend(node.input)
+            stack.extend(body_inputs(node))
+    position = {o: k for k, n in enumerate(graph.node) for o in n.output}
+    return ([n for n in graph.node if id(n) in keep],
+            sorted(others, key=lambda n: position.get(n, -1)))  # graph inputs first, then graph order
+
+
+def tail_inputs(model: onnx.ModelProto, at: str, outputs) -> list[str]:
+    """The tensors made before ``at`` that computing ``outputs`` from ``at`` also reads (a skip
+    connection around it, the image input), in graph order: :func:`tail`'s other inputs."""
+    return _split(model.graph, at, list(outputs))[1]
+
+
+def tail(model: onnx.ModelProto, at: str, outputs, types: dict) -> onnx.ModelProto:
+    """The part of ``model`` after tensor ``at``: a new model computing ``outputs`` from ``at``
+    and :func:`tail_inputs` (its other inputs, after ``at``). Nodes that depend on no graph
+    input (a Reshape's shape computed from constants) come along.
+
+    ``types``: ``{input name: (numpy dtype, shape)}`` for ``at`` and the other inputs; a first
+    dim of ``None`` becomes the batch dim ``N``.
+
+    >>> at = "/layer4/layer4.1/relu_1/Relu_output_0"
+    >>> part = tail(proto, at, ["logits"], {at: (np.float32, (None, 512, 7, 7))})   # doctest: +SKIP
+    >>> [n.op_type for n in part.graph.node]                                         # doctest: +SKIP
+    ['GlobalAveragePool', 'Flatten', 'Gemm']
+    """
+    graph = model.graph
+    nodes, others = _split(graph, at, list(outputs))
+    new = onnx.ModelProto()
+    new.CopyFrom(model)
+    g = new.graph
+    used = {i for n in nodes for i in n.input} | set().union(set(), *(body_inputs(n) for n in nodes))
+    # no value_info: an exporter's may pin a batch the tail does not run at; onnxruntime infers it
+    del g.node[:], g.input[:], g.output[:], g.value_info[:], g.initializer[:]
+    g.node.extend(nodes)
+    for name in [at, *others]:
+        dtype, shape = types[name]
+        g.input.append(onnx.helper.make_tensor_value_info(
+            name, onnx.helper.np_dtype_to_tensor_dtype(np.dtype(dtype)),
+            ["N" if k == 0 and d is None else d for k, d in enumerate(shape)]))
+    g.output.extend(onnx.ValueInfoProto(name=o) for o in outputs)
+    g.initializer.extend(t for t in graph.initializer if t.name in used)
+    if new.ir_version < 4:  # IR < 4 lists initializers among inputs; IR 4 lifts that rule only
+        new.ir_version = 4
+    return new
