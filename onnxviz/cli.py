@@ -146,7 +146,9 @@ def _report_parser(sub, common, layer_help: str) -> None:
                    help=layer_help + "; default: the last conv of every stage")
     r.add_argument("--labels", metavar="FILE", help="class names, one a line (default: the model's "
                    "onnxviz.labels metadata, else class indices)")
-    r.add_argument("--cam", metavar="METHOD", help="class activation maps for the top classes")
+    r.add_argument("--cam", metavar="METHOD", default="auto", choices=("auto", "none") + CAM_METHODS,
+                   help=f"class activation maps of each image's top 3 classes: auto (Grad-CAM, else AblationCAM "
+                        f"where no gradient can be built), none, or one of {', '.join(CAM_METHODS)}")
     r.add_argument("--patterns", action="store_true", help="what each filter responds to (gradient ascent)")
     r.add_argument("--dataset", metavar="DIR", help="the -o folder of 'onnxviz dataset': its top-K patches")
     r.add_argument("--max", type=_positive, default=64, metavar="N", help="maps per layer and image (default 64)")

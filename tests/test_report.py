@@ -130,13 +130,13 @@ def test_feature_net_has_maps_but_no_classes_and_says_so(tmp_path, capsys):
     path = feature_net(tmp_path / "f.onnx")
     labels = tmp_path / "labels.txt"
     labels.write_text("a\nb\n")
-    code, out, err = run(["report", path, *photos(tmp_path), "--cam", "eigen", "--labels", labels, "-o",
+    code, out, err = run(["report", path, *photos(tmp_path), "--cam", "grad", "--labels", labels, "-o",
                           tmp_path / "f.html"], capsys)
     assert code == 0 and out.startswith(f"wrote {tmp_path / 'f.html'}  (")
     assert err == (f"warning: labels '{labels}' are not used: the model has no class output\n"
-                   "warning: --cam eigen: not available for a model without a class output\n")
-    with pytest.warns(onnxviz.OnnxvizWarning, match="^--cam eigen: not available for a model without a class"):
-        data = build(str(path), photos(tmp_path), cam="eigen", labels=None)
+                   "warning: --cam grad: not available for a model without a class output\n")
+    with pytest.warns(onnxviz.OnnxvizWarning, match="^--cam grad: not available for a model without a class"):
+        data = build(str(path), photos(tmp_path), cam="grad", labels=None)
     assert data.classes == ("not available: the model has no class output (one score per class and image): "
                             "'maxpool_4_out' is 8×8×8 per image")
     assert all(p.predictions is None for p in data.images)
@@ -168,18 +168,84 @@ def test_pattern_section_is_the_patterns_of_each_layer(model):
 
 def test_optional_sections_are_stated_when_absent(model):
     path, _, images = model
-    with pytest.warns(onnxviz.OnnxvizWarning) as caught:
-        data = build(str(path), images[:1], cam="eigen")
-    assert [str(w.message) for w in caught] == [
-        "--cam eigen: not available: this version of onnxviz has no class activation maps"]
-    assert [(s.kind, s.absent) for s in data.images[0].sections] == [
-        ("cam", "not available: this version of onnxviz has no class activation maps")]
+    data = build(str(path), images[:1], cam="none")
+    assert [(s.kind, s.absent) for s in data.images[0].sections] == [("cam", "not requested (give --cam METHOD)")]
     assert [(s.kind, s.absent) for s in data.layers[0].sections] == [
         ("patterns", "not requested (give --patterns)"),
         ("dataset", "not requested (give --dataset DIR)")]
-    data = build(str(path), images[:1])
-    assert data.images[0].sections[0].absent == "not requested (give --cam METHOD)"
-    assert data.layers[0].sections[0].absent == "not requested (give --patterns)"
+
+
+def _overlays(section) -> list:
+    return [np.asarray(decode(p.png).convert("RGB")) for p in section.pictures]
+
+
+@pytest.mark.parametrize("method", [None, "ablation", "hires"])
+def test_cam_section_is_the_cam_of_each_images_top_classes(model, method):
+    """By default Grad-CAM; each image's top 3 classes, the overlays onnxviz.cam draws."""
+    from onnxviz.preprocess import load_image
+    from onnxviz.render.overlay import cam_picture
+
+    path, _, images = model
+    data = build(str(path), images, **({"cam": method} if method else {}))
+    m = onnxviz.load(str(path))
+    for k, page in enumerate(data.images):
+        (section,) = [s for s in page.sections if s.kind == "cam"]
+        top = [row["index"] for row in page.predictions[:3]]
+        want = onnxviz.cam(m, [load_image(str(images[k]))] * 3, method or "grad", target=top)
+        assert section.title == f"Class activation maps ({want.title})"
+        assert section.note == "the top 3 classes of each image"
+        titles = [want.caption(i).rsplit(", image ", 1)[0] for i in range(3)]
+        assert [p.title for p in section.pictures] == titles and "image" not in titles[0]
+        drawn = _overlays(section)
+        for i in range(3):
+            assert np.array_equal(drawn[i], np.asarray(cam_picture(want, i, title=titles[i]).convert("RGB")))
+
+
+def test_cam_section_falls_back_to_ablation_without_a_gradient(tmp_path):
+    """An op without a backward rule on the path (Sin): the default becomes AblationCAM, said."""
+    from builders import Net, save
+
+    net = Net(("N", 3, 32, 32), seed=3)
+    net.conv(3, 4, name="c0"); net.act()
+    net.conv(4, 6, name="c1"); net.act()
+    net.cur = net.node("GlobalAveragePool", [net.cur])
+    net.cur = net.node("Flatten", [net.cur])
+    net.cur = net.node("Sin", [net.cur])
+    net.cur = net.node("Gemm", [net.cur, net.init("w", net.r.standard_normal((6, 4)).astype(np.float32))])
+    path = save(net.model(metadata={"onnxviz.preprocess": "unit"}), tmp_path / "sin.onnx")
+    with pytest.warns(onnxviz.OnnxvizWarning, match="^the report's class activation maps are AblationCAM's: "
+                                                    "Grad-CAM needs a gradient, and "):
+        data = build(str(path), photos(tmp_path, 1), layers=["c1"])
+    (section,) = [s for s in data.images[0].sections if s.kind == "cam"]
+    assert section.title == "Class activation maps (AblationCAM)" and len(section.pictures) == 3
+    assert section.note == "the top 3 classes of each image (AblationCAM: no gradient)"
+    assert any("AblationCAM's" in n for n in data.notes)
+
+
+def test_feature_net_gets_eigencam_when_asked(tmp_path):
+    path = feature_net(tmp_path / "f.onnx")
+    data = build(str(path), photos(tmp_path), cam="auto")
+    assert [s.absent for p in data.images for s in p.sections if s.kind == "cam"] == [
+        "not available for a model without a class output (EigenCAM explains none and works: --cam eigen)"] * 2
+    data = build(str(path), photos(tmp_path), cam="eigen")
+    want = onnxviz.cam(onnxviz.load(str(path)), [str(p) for p in photos(tmp_path)], "eigen")
+    for k, page in enumerate(data.images):
+        (section,) = [s for s in page.sections if s.kind == "cam"]
+        assert section.note == "EigenCAM explains no class: one map per image" and len(section.pictures) == 1
+        from onnxviz.render.overlay import cam_picture
+        title = want.caption(k).rsplit(", image ", 1)[0]
+        assert section.pictures[0].title == title
+        assert np.array_equal(_overlays(section)[0], np.asarray(cam_picture(want, k, title=title).convert("RGB")))
+
+
+def test_unknown_cam_method_is_refused_before_any_work(model, capsys):
+    path, _, images = model
+    with pytest.raises(onnxviz.OnnxvizError, match=r"^unknown CAM method 'gradcam'; methods are: auto, none, "
+                                                   r"eigen, score, ablation, grad, grad\+\+, xgrad, layer, hires, "
+                                                   r"guided-grad$"):
+        build(str(path), images, cam="gradcam")
+    code, out, err = run(["report", path, *images, "--cam", "gradcam", "-o", "x.html"], capsys)
+    assert code == 2 and "invalid choice: 'gradcam'" in err
 
 
 def test_callers_sections_replace_the_statement_of_their_kind(model):
@@ -337,6 +403,12 @@ def test_over_budget_says_what_to_drop(model, tmp_path, capsys):
     out = tmp_path / "r.html"
     code, _, err = run(["report", path, *images, "--max-size", "20k", "-o", out], capsys)
     assert code == 1 and not out.exists() and not [p for p in os.listdir(tmp_path) if p.startswith(".onnxviz")]
+    assert re.fullmatch(r"error: the report would be [\d.]+ KiB, over its budget of 20.0 KiB; the largest parts "
+                        r"are the class activation maps [\d.]+ KiB, layer b2c1 [\d.]+ KiB, layer b1c2 "
+                        r"[\d.]+ KiB: drop layers \(--layer\), images \(2 now\), maps per layer \(--max, 64 now\) or "
+                        r"the class activation maps \(--cam none\), or raise --max-size\n", err), err
+    code, _, err = run(["report", path, *images, "--max-size", "20k", "--cam", "none", "-o", out], capsys)
+    assert code == 1 and not out.exists()
     assert re.fullmatch(r"error: the report would be [\d.]+ KiB, over its budget of 20.0 KiB; the largest parts "
                         r"are layer b(1c2|2c1) [\d.]+ KiB, layer b(1c2|2c1) [\d.]+ KiB, the images [\d.]+ KiB: drop layers "
                         r"\(--layer\), images \(2 now\) or maps per layer \(--max, 64 now\), or raise --max-size\n",

@@ -94,15 +94,17 @@ def deprocess(values: np.ndarray) -> np.ndarray:
 
 
 def cam_picture(cam, k: int = 0, *, cmap: str = "jet", alpha: float = 0.5, photo=None,
-                at: str = "input") -> Image.Image:
+                at: str = "input", title: str | None = None) -> Image.Image:
     """Item ``k`` of a :class:`~onnxviz.explain.base.Cam`: its heatmap over ``photo`` (default:
-    the image at the input size it keeps; a grey field without one), titled with the method,
-    the class and its score; guided Grad-CAM's product image beside it."""
+    the image at the input size it keeps; a grey field without one), titled ``title`` (default
+    :meth:`Cam.caption`: the method, the class and its score); guided Grad-CAM's product image
+    beside it."""
     heat = cam.heatmap[k]
     if photo is None:
         photo = cam.images[k] if cam.images is not None else np.full(heat.shape + (3,), 128, np.uint8)
     beside = deprocess(cam.guided[k]) if cam.guided is not None else None
-    return overlay_image(photo, heat, cam.caption(k), cmap=cmap, alpha=alpha, at=at, beside=beside)
+    return overlay_image(photo, heat, cam.caption(k) if title is None else title, cmap=cmap, alpha=alpha, at=at,
+                         beside=beside)
 
 
 def cam_sheet(cam, cols: int | None = None, *, cmap: str = "jet", alpha: float = 0.5, min_px: int = 192) -> Image.Image:

@@ -57,7 +57,7 @@ from ..stats import channel_stats, silent_channels, top_channels
 from .card import model_card
 from .data import ImagePage, LayerPage, MapGrid, Picture, Report, Tile
 from .html import render
-from .sections import PROVIDERS, Context, check_dataset
+from .sections import PROVIDERS, Context, check_cam, check_dataset
 
 __all__ = ["build", "report", "MAX_SIZE", "MAX_GRID_PIXELS", "MAX_SIDE"]
 
@@ -254,7 +254,7 @@ def _draw(model, chosen, maps, pages, arrays, hw, max_channels, top_channels, wo
 
 
 def build(model, images, *, layers=None, labels=None, top: int = 5, max_channels: int = 64,
-          top_channels: int = 8, preprocess=None, size=None, cam=None, patterns: bool = False,
+          top_channels: int = 8, preprocess=None, size=None, cam="auto", patterns: bool = False,
           dataset=None, sections=None, max_bytes=None, workers: int | None = None, progress=None) -> Report:
     """A :class:`~onnxviz.report.data.Report` for ``model`` (a :class:`Model` or a path) and
     ``images`` (what :meth:`Model.feature_maps` takes, one or a list).
@@ -262,7 +262,8 @@ def build(model, images, *, layers=None, labels=None, top: int = 5, max_channels
     ``layers``: layer keys (default: the last conv of every stage). ``labels``: a file of class
     names, one a line. ``top``: classes listed per image. ``max_channels``: maps shown per
     layer and image. ``top_channels``: the channels ranked by mean shown per layer and image.
-    ``cam``, ``patterns``, ``dataset``: the optional sections (:mod:`.sections`).
+    ``cam``, ``patterns``, ``dataset``: the optional sections (:mod:`.sections`): ``cam`` a
+    method of :func:`onnxviz.cam`, ``"auto"`` (Grad-CAM, else AblationCAM) or ``"none"``.
     ``sections``: ``{layer key or image index: [Section, …]}`` of the caller's own, placed
     there (replacing the report's statement of the same kind). ``workers``: threads encoding
     PNGs (default: one per core). ``progress``: a callable(done), called after the run, the
@@ -274,6 +275,7 @@ def build(model, images, *, layers=None, labels=None, top: int = 5, max_channels
                                     f"'{model.path}' takes {list(model.input.shape) if model.input else 'no input'}")
     if dataset is not None:
         dataset = check_dataset(dataset)
+    check_cam(cam)
     if labels is not None:
         read_labels(model, labels)  # a missing or unreadable file, before any work
     chosen = model.select(layers) if layers else model.stage_ends()
@@ -297,11 +299,15 @@ def build(model, images, *, layers=None, labels=None, top: int = 5, max_channels
     layer_pages, first_filters = _draw(model, chosen, maps, pages, arrays, _input_hw(model, size), max_channels,
                                        top_channels, workers, step)
     ctx = Context(model, chosen, pages, scores, {"cam": cam, "patterns": patterns, "dataset": dataset,
-                                                     "max_bytes": max_bytes})
+                                                     "max_bytes": max_bytes, "preprocess": preset, "size": size,
+                                                     "labels": labels}, arrays)
     by_name = {p.row["name"]: p for p in layer_pages}
-    for _, scope, provider in PROVIDERS:
-        for key, section in provider(ctx).items():
-            (by_name[key] if scope == "layer" else pages[key]).sections.append(section)
+    with warnings.catch_warnings(record=True) as caught:  # what a section could not do: on the page too
+        warnings.simplefilter("always")
+        for _, scope, provider in PROVIDERS:
+            for key, section in provider(ctx).items():
+                (by_name[key] if scope == "layer" else pages[key]).sections.append(section)
+    notes += [n for n in _notes([], caught) if n not in notes]
     for key, extra in placed.items():
         target = pages[key] if isinstance(key, int) else by_name[key]
         kinds = {s.kind for s in extra}
@@ -344,7 +350,11 @@ def _parts(data: Report) -> list[tuple[str, int]]:
                                               + [x.png for s in p.sections for x in s.pictures]))
              for p in data.layers]
     parts.append(("the images", size([i.photo for i in data.images if i.photo]
-                                     + [x.png for i in data.images for s in i.sections for x in s.pictures])))
+                                     + [x.png for i in data.images for s in i.sections if s.kind != "cam"
+                                        for x in s.pictures])))
+    cams = size([x.png for i in data.images for s in i.sections if s.kind == "cam" for x in s.pictures])
+    if cams:
+        parts.append(("the class activation maps", cams))
     return sorted(parts, key=lambda p: -p[1])
 
 
@@ -361,10 +371,13 @@ def report(model, images, path, *, max_size=MAX_SIZE, **kw) -> str:
     data = build(model, images, **kw)
     page = render(data).encode("utf-8")
     if len(page) > max_size:
-        parts = ", ".join(f"{name} {format_bytes(n)}" for name, n in _parts(data)[:3])
+        largest = _parts(data)
+        parts = ", ".join(f"{name} {format_bytes(n)}" for name, n in largest[:3])
         n_images = sum(1 for i in data.images if not i.error)
+        cams = any(name == "the class activation maps" for name, _ in largest)
         raise ResourceError(
             f"the report would be {format_bytes(len(page))}, over its budget of {format_bytes(max_size)}; "
-            f"the largest parts are {parts}: drop layers (--layer), images ({n_images} now) or maps per "
-            f"layer (--max, {kw.get('max_channels', 64)} now), or raise --max-size")
+            f"the largest parts are {parts}: drop layers (--layer), images ({n_images} now)"
+            f"{',' if cams else ' or'} maps per layer (--max, {kw.get('max_channels', 64)} now)"
+            f"{' or the class activation maps (--cam none)' if cams else ''}, or raise --max-size")
     return write_atomic(path, page)

@@ -37,7 +37,7 @@ from ..errors import OnnxvizError, OnnxvizWarning, listing
 from ..output import safe_name
 from .data import Picture, Section
 
-__all__ = ["Context", "PROVIDERS", "check_dataset", "cam_sections", "pattern_sections", "dataset_sections"]
+__all__ = ["Context", "PROVIDERS", "check_dataset", "check_cam", "cam_sections", "pattern_sections", "dataset_sections"]
 
 _PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -50,7 +50,9 @@ class Context:
     layers: list                        # onnxviz Layer, in report order
     images: list                        # data.ImagePage (``error`` set for images not used)
     scores: np.ndarray | None = None    # (N used images, K), or None: no class output
-    options: dict = field(default_factory=dict)   # cam=METHOD, patterns=bool, dataset=DIR, max_bytes
+    options: dict = field(default_factory=dict)   # cam=METHOD, patterns=bool, dataset=DIR, max_bytes,
+    #                                               preprocess, size, labels: as the report was asked
+    arrays: list = field(default_factory=list)    # the used images' pixels (H×W×3), as decoded
 
 
 def _everywhere(ctx: Context, scope: str, section: Section) -> dict:
@@ -65,16 +67,79 @@ def _unavailable(option: str, why: str) -> str:
     return why
 
 
+#: The CAM method a report uses unless told: Grad-CAM, one forward and backward run for all
+#: its maps; where the gradient cannot be built (an op without a backward rule), AblationCAM,
+#: which runs forward only (the graph after the layer, once per channel).
+CAM_DEFAULT, CAM_FALLBACK = "grad", "ablation"
+#: Classes per image the CAM section explains: the top ones.
+CAM_CLASSES = 3
+
+
+def check_cam(method) -> None:
+    """A one-line :class:`OnnxvizError` unless ``method`` is a report's CAM choice."""
+    from ..explain.cam import METHODS
+
+    if method is not None and method not in ("auto", "none", *METHODS):
+        raise OnnxvizError(f"unknown CAM method '{method}'; methods are: auto, none, {', '.join(METHODS)}")
+
+
 def cam_sections(ctx: Context) -> dict:
+    """Per image, the class activation maps of its top :data:`CAM_CLASSES` classes over the
+    image (``cam``: a method of :func:`onnxviz.cam`; ``"auto"``: :data:`CAM_DEFAULT`, else
+    :data:`CAM_FALLBACK`; ``None``/``"none"``: no maps). EigenCAM explains no class: one map
+    per image."""
     title = "Class activation maps"
-    method = ctx.options.get("cam")
-    if not method:
-        why = "not requested (give --cam METHOD)"
-    elif ctx.scores is None:
-        why = _unavailable(f"--cam {method}", "not available for a model without a class output")
-    else:
-        why = _unavailable(f"--cam {method}", "not available: this version of onnxviz has no class activation maps")
-    return _everywhere(ctx, "image", Section("cam", title, absent=why))
+    asked = ctx.options.get("cam") or "none"
+    if asked == "none":
+        return _everywhere(ctx, "image", Section("cam", title, absent="not requested (give --cam METHOD)"))
+    check_cam(asked)
+    if ctx.scores is None and asked != "eigen":
+        why = "not available for a model without a class output"
+        return _everywhere(ctx, "image", Section("cam", title, absent=(
+            why + " (EigenCAM explains none and works: --cam eigen)" if asked == "auto"
+            else _unavailable(f"--cam {asked}", why))))
+    try:
+        c, note = _cams(ctx, asked)
+    except OnnxvizError as e:
+        option = "the report's class activation maps" if asked == "auto" else f"--cam {asked}"
+        return _everywhere(ctx, "image", Section("cam", title, absent=_unavailable(option, str(e))))
+    per = len(c.heatmap) // len(ctx.arrays)
+    out = {}
+    from ..render import png_bytes
+    from ..render.overlay import cam_picture
+
+    for j, key in enumerate(k for k, page in enumerate(ctx.images) if not page.error):
+        titles = [c.caption(i).rsplit(", image ", 1)[0] for i in range(j * per, (j + 1) * per)]
+        pictures = tuple(Picture(t, png_bytes(cam_picture(c, i, title=t)))
+                         for t, i in zip(titles, range(j * per, (j + 1) * per)))
+        out[key] = Section("cam", f"{title} ({c.title})", pictures=pictures, note=note)
+    return out
+
+
+def _cams(ctx: Context, asked: str):
+    """The :class:`~onnxviz.explain.base.Cam` of every used image's top classes, in one call,
+    and the section's note."""
+    from ..explain.cam import cam
+    from ..errors import UnsupportedModelError
+
+    method = CAM_DEFAULT if asked == "auto" else asked
+    o = ctx.options
+    kw = dict(preprocess=o.get("preprocess"), size=o.get("size"), labels=o.get("labels"),
+              max_bytes=o.get("max_bytes"))
+    if method == "eigen":
+        return cam(ctx.model, list(ctx.arrays), "eigen", **kw), "EigenCAM explains no class: one map per image"
+    k = min(CAM_CLASSES, ctx.scores.shape[1])
+    targets = np.argsort(-ctx.scores.astype(np.float64), axis=1, kind="stable")[:, :k].reshape(-1)
+    images = [a for a in ctx.arrays for _ in range(k)]
+    note = f"the top {k} classes of each image"
+    try:
+        return cam(ctx.model, images, method, target=targets, **kw), note
+    except UnsupportedModelError as e:
+        if asked != "auto":
+            raise
+        warnings.warn(f"the report's class activation maps are AblationCAM's: Grad-CAM needs a gradient, and {e}",
+                      OnnxvizWarning, stacklevel=4)
+        return cam(ctx.model, images, CAM_FALLBACK, target=targets, **kw), note + " (AblationCAM: no gradient)"
 
 
 #: Channels per layer the report's pattern section draws (``--patterns`` asks for them).
