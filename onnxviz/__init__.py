@@ -22,7 +22,7 @@ __all__ = [
     "load", "Model", "Layer", "plot_filters", "plot_feature_maps", "save_png",
     "OnnxvizError", "ModelError", "UnsupportedModelError", "LayerError", "ImageError",
     "OutputError", "ResourceError", "OnnxvizWarning", "__version__",
-    "report",
+    "report", "dataset",
     # gradients (issue 12)
     "saliency", "Attribution", "patterns", "Patterns", "gradients",
 ]
@@ -34,10 +34,10 @@ _LAZY = {"plot_filters": "render", "plot_feature_maps": "render", "save_png": "r
 
 
 def __getattr__(name):
-    if name == "report":  # the package onnxviz.report, callable as report(model, images, path, **kw)
+    if name in ("report", "dataset"):  # packages, callable as report(model, images, path, **kw), dataset(…)
         import importlib
 
-        return importlib.import_module(".report", __name__)
+        return importlib.import_module(f".{name}", __name__)
     if name in _LAZY:
         import importlib
 

@@ -327,6 +327,20 @@ class Model:
                     or fnmatch.fnmatchcase(l.node, key)]
         return []
 
+    def receptive_field(self, layer, size=None) -> Field | None:
+        """A layer's receptive field in input pixels (:mod:`onnxviz.graph.receptive`), at the
+        image size ``size`` ``(H, W)`` (default: the layer table's; ``auto_pad=SAME`` and
+        reshapes can depend on it); ``None`` where no rule gives it."""
+        layer, inp = self.layer(layer), self.input
+        feeds = self._table_feeds()
+        if size is None or inp is None or tuple(size) == tuple(inp.size) or inp.name not in feeds \
+                or len(feeds[inp.name]) != 4:
+            return layer.receptive_field
+        n, *rest = feeds[inp.name]
+        dims = (n, *size, rest[2]) if inp.layout == "NHWC" else (n, rest[0], *size)
+        return receptive_fields(self._index, inp.name, inp.layout, self.shapes({inp.name: dims}),
+                                tuple(size)).get(layer.tensor)
+
     def stage_ends(self) -> list[Layer]:
         """The last conv of every stage: where the next conv's spatial size differs, and the last.
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 import os
 import re
 import stat
-import warnings
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -67,25 +66,33 @@ def _open(path) -> Image.Image:
         raise ImageError(f"image file '{shown}' does not exist") from None
     except OSError as e:
         raise ImageError(f"cannot read image '{shown}': {e.strerror or e}") from None
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        try:
-            img = Image.open(path)
-            img.load()
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-            nums = re.findall(r"\d+", str(e))
-            pixels = f"{int(nums[0]):,} pixels" if nums else "too many pixels"
-            raise ImageError(
-                f"image '{shown}' has {pixels}, over Pillow's decompression-bomb limit of "
-                f"{Image.MAX_IMAGE_PIXELS:,}; refused (shrink it first)"
-            ) from None
-        except UnidentifiedImageError:
-            raise ImageError(
-                f"'{shown}' is not an image Pillow can decode (JPEG, PNG, BMP, GIF, TIFF, WebP, …)"
-            ) from None
-        except (OSError, SyntaxError, ValueError) as e:
-            raise ImageError(f"image '{shown}' is truncated or corrupt: {e}") from None
+    try:
+        img = Image.open(path)  # the header only: the size is known before any pixel is decoded
+    except Image.DecompressionBombError as e:  # Pillow's own refusal, from twice its limit
+        nums = re.findall(r"\d+", str(e))
+        raise ImageError(_bomb(shown, int(nums[0]) if nums else None)) from None
+    except UnidentifiedImageError:
+        raise ImageError(
+            f"'{shown}' is not an image Pillow can decode (JPEG, PNG, BMP, GIF, TIFF, WebP, …)"
+        ) from None
+    except (OSError, SyntaxError, ValueError) as e:
+        raise ImageError(f"image '{shown}' is truncated or corrupt: {e}") from None
+    # Checked here, not by turning Pillow's warning into an error: warnings.catch_warnings is
+    # not thread-safe, and onnxviz dataset decodes images in threads.
+    if Image.MAX_IMAGE_PIXELS and img.width * img.height > Image.MAX_IMAGE_PIXELS:
+        img.close()
+        raise ImageError(_bomb(shown, img.width * img.height))
+    try:
+        img.load()
+    except (OSError, SyntaxError, ValueError) as e:
+        raise ImageError(f"image '{shown}' is truncated or corrupt: {e}") from None
     return img
+
+
+def _bomb(shown: str, pixels: int | None) -> str:
+    count = f"{pixels:,} pixels" if pixels else "too many pixels"
+    return (f"image '{shown}' has {count}, over Pillow's decompression-bomb limit of "
+            f"{Image.MAX_IMAGE_PIXELS:,}; refused (shrink it first)")
 
 
 def _pil_to_array(img: Image.Image) -> np.ndarray:

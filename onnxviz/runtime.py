@@ -79,6 +79,9 @@ def _one_line(e: Exception) -> str:
 def session(model: onnx.ModelProto, base_dir: str, *, threads: int = 0, arena: bool = True) -> ort.InferenceSession:
     """An ``InferenceSession`` for ``model`` whose external data lives in ``base_dir``.
 
+    ``threads``: onnxruntime's intra-op threads (0: the ``ONNXVIZ_THREADS`` environment
+    variable, else every core).
+
     ``arena=False`` turns onnxruntime's CPU memory arena off (feature-map sessions do, for
     the memory guard): the arena keeps every page a run touched, and a freed buffer serves
     only a request no larger than itself, so the peak RSS runs past the tensors alive at
@@ -92,6 +95,7 @@ def session(model: onnx.ModelProto, base_dir: str, *, threads: int = 0, arena: b
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 4  # errors come back as exceptions; the log would repeat them on stderr
     options.enable_cpu_mem_arena = arena
+    threads = threads or _env_threads()
     if threads:
         options.intra_op_num_threads = threads
     options.add_session_config_entry(_EXTERNAL_FOLDER, base_dir)
@@ -101,6 +105,13 @@ def session(model: onnx.ModelProto, base_dir: str, *, threads: int = 0, arena: b
         return ort.InferenceSession(model.SerializeToString(), options, providers=providers(), **extra)
     except Exception as e:  # onnxruntime raises its own exception types (Fail, InvalidGraph, …)
         raise ModelError(f"onnxruntime cannot load the model: {_one_line(e)}") from None
+
+
+def _env_threads() -> int:
+    """``ONNXVIZ_THREADS``: onnxruntime's intra-op threads per session (a Ray actor of one CPU
+    sets 1); unset or not a whole number: onnxruntime's default (every core)."""
+    text = os.environ.get("ONNXVIZ_THREADS", "").strip()
+    return int(text) if text.isdigit() else 0
 
 
 def weight_bytes(model: onnx.ModelProto) -> int:
