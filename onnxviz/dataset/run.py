@@ -108,6 +108,13 @@ def _folder(out: str, resume: bool, protect) -> str:
     out = os.fspath(out)
     if os.path.exists(out) and not os.path.isdir(out):
         raise OutputError(f"output '{out}' is a file; give a folder (it is made if missing)")
+    there = os.path.isfile(os.path.join(out, CHECKPOINT))
+    if resume and not there:
+        raise OutputError(f"'{out}' holds no {CHECKPOINT} to resume from (a finished pass leaves none): "
+                          "run without --resume")
+    if not resume and there:
+        raise OutputError(f"'{out}' holds the checkpoint of an unfinished pass: add --resume to continue it, "
+                          f"or delete {os.path.join(out, CHECKPOINT)} to start again")
     if not os.path.isdir(out):
         parent = os.path.dirname(os.path.abspath(out))
         if not os.path.isdir(parent):
@@ -117,13 +124,6 @@ def _folder(out: str, resume: bool, protect) -> str:
         except OSError as e:
             raise OutputError(f"cannot make the output folder '{out}': {e.strerror or e}") from None
     check_target(os.path.join(out, "index.txt"), protect=protect)
-    there = os.path.isfile(os.path.join(out, CHECKPOINT))
-    if resume and not there:
-        raise OutputError(f"'{out}' holds no {CHECKPOINT} to resume from (a finished pass leaves none): "
-                          "run without --resume")
-    if not resume and there:
-        raise OutputError(f"'{out}' holds the checkpoint of an unfinished pass: add --resume to continue it, "
-                          f"or delete {os.path.join(out, CHECKPOINT)} to start again")
     return out
 
 
@@ -281,13 +281,13 @@ def dataset(model, source, layers, top: int = 9, engine: str = "local", *, out=N
     preset = resolve_preset(model, preprocess)
     hw, one = _model_input(model, preset, size)
     check_budget(model, [l.tensor for l in chosen], (batch, *one), max_bytes, images=True)
+    if not resume:  # before the output folder is made: a bad SOURCE leaves nothing behind
+        paths, rejected = list_images(source)
+        index = _index_text(paths)
     if out is not None:
         out = _folder(out, resume, model.files())
     if resume:
         paths, index = _read_index(out)
-    else:
-        paths, rejected = list_images(source)
-        index = _index_text(paths)
     meta = _signature(model, os.fspath(source), chosen, top, preset, hw, index)
     if resume:
         state = _resume(out, meta)
