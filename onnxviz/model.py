@@ -206,6 +206,9 @@ class Model:
                 if key:
                     self._by_key[key] = layer
         self._sessions: dict = {}
+        #: Options of the onnxruntime sessions :meth:`feature_maps` builds (``threads=``,
+        #: ``spin=``: see :func:`onnxviz.runtime.session`); sessions are kept per options.
+        self.session_options: dict = {}
 
     def __repr__(self) -> str:
         return f"<onnxviz.Model '{self.path}': {len(self.layers)} conv layers>"

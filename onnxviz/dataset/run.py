@@ -131,7 +131,11 @@ def _signature(model, source, chosen, top, preset, size, index: bytes) -> dict:
     """What a checkpoint must match to be resumed: the same pass."""
     path = os.path.realpath(model.path)
     st = os.stat(path) if os.path.isfile(path) else None
-    return {"source": os.path.abspath(source) if os.path.exists(source) else str(source), "model": path,
+    if isinstance(source, (list, tuple)):
+        source = f"a list of {len(source):,} paths"
+    elif os.path.exists(source):
+        source = os.path.abspath(source)
+    return {"source": str(source), "model": path,
             "model_bytes": st.st_size if st else -1, "model_mtime_ns": st.st_mtime_ns if st else -1,
             "layers": "\n".join(l.name for l in chosen), "top": int(top), "preprocess": preset,
             "size": f"{size[0]}x{size[1]}", "index_sha256": hashlib.sha256(index).hexdigest()}
@@ -265,7 +269,7 @@ def dataset(model, source, layers, top: int = 9, engine: str = "local", *, out=N
     """Which images of ``source`` excite each channel of ``layers`` most (see the module docstring).
 
     ``model``: a :class:`~onnxviz.Model` or a path; ``source``: a folder, a text file of image
-    paths or a glob; ``layers``: as :meth:`~onnxviz.Model.select` takes them; ``top``: K.
+    paths, a glob, or a list of paths; ``layers``: as :meth:`~onnxviz.Model.select` takes them; ``top``: K.
     ``engine``: ``local`` (``workers`` decoding threads, default every core) or ``ray``
     (``workers`` actors, default every CPU of the cluster; ``address`` joins one).
     ``out``: the folder to write (``None``: nothing written, no checkpoint); ``batch``: images
@@ -278,6 +282,9 @@ def dataset(model, source, layers, top: int = 9, engine: str = "local", *, out=N
     model = model if isinstance(model, Model) else load(model)
     chosen = model.select(layers)
     _check_args(chosen, engine, top, batch, checkpoint_every, max_channels)
+    if engine == "ray" and not os.path.isfile(model.path):
+        raise OnnxvizError("the Ray engine has every worker open the model from its file; this model has none "
+                           f"('{model.path}'): save it first")
     preset = resolve_preset(model, preprocess)
     hw, one = _model_input(model, preset, size)
     check_budget(model, [l.tensor for l in chosen], (batch, *one), max_bytes, images=True)
@@ -288,7 +295,8 @@ def dataset(model, source, layers, top: int = 9, engine: str = "local", *, out=N
         out = _folder(out, resume, model.files())
     if resume:
         paths, index = _read_index(out)
-    meta = _signature(model, os.fspath(source), chosen, top, preset, hw, index)
+    meta = _signature(model, source if isinstance(source, (list, tuple)) else os.fspath(source), chosen, top, preset,
+                      hw, index)
     if resume:
         state = _resume(out, meta)
     else:

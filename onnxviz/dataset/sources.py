@@ -10,6 +10,7 @@ folder       every file below it (symbolic links to files included, to folders n
 text file    one path a line (UTF-8), relative ones to the file's folder; blank lines and
              lines starting with ``#`` left out; a path listed twice is read once
 glob         the files it matches (``**``: any depth), sorted, whatever their extension
+a list       (in Python) these paths, in this order; a path given twice is read once
 ===========  ==================================================================================
 
 Paths are made absolute, so a pass can be resumed from another working folder (and read by
@@ -63,9 +64,15 @@ def _text(path: str) -> list[str]:
 
 
 def list_images(source) -> tuple[list[str], list[tuple[str, str]]]:
-    """``(paths, rejected)``: the absolute image paths of ``source`` in the order they are
-    numbered, and ``(path, why)`` for names that cannot be listed. A source that does not
-    exist, cannot be read, or holds no images raises :class:`~onnxviz.errors.ImageError`."""
+    """``(paths, rejected)``: the absolute image paths of ``source`` (a folder, a text file of
+    paths, a glob, or a list of paths) in the order they are numbered, and ``(path, why)`` for
+    names that cannot be listed. A source that does not exist, cannot be read, or holds no
+    images raises :class:`~onnxviz.errors.ImageError`."""
+    if isinstance(source, (list, tuple)):
+        found = list(dict.fromkeys(os.fspath(p) for p in source))
+        if not found:
+            raise ImageError("the list of images is empty")
+        return _named(found)
     source = os.fspath(source)
     if os.path.isdir(source):
         if not os.access(source, os.R_OK | os.X_OK):
@@ -80,6 +87,11 @@ def list_images(source) -> tuple[list[str], list[tuple[str, str]]]:
     else:
         raise ImageError(f"image source '{source}' does not exist; give a folder of images, a text file of "
                          "image paths (one a line) or a glob such as 'photos/**/*.jpg'")
+    return _named(found)
+
+
+def _named(found: list) -> tuple[list, list]:
+    """Absolute paths, and the names ``index.txt`` cannot hold."""
     paths, rejected = [], []
     for p in found:
         p = os.path.abspath(p)

@@ -187,6 +187,14 @@ def _unpack(data: bytes) -> tuple[dict, dict]:
     return layers, rest
 
 
+def _merged_layers(mine: dict, theirs: dict) -> dict:
+    """``{layer: LayerState}`` of both: merged where both have a layer."""
+    layers = dict(mine)
+    for name, state in theirs.items():
+        layers[name] = layers[name].merged(state) if name in layers else state
+    return layers
+
+
 class Part:
     """What one batch (or a worker's run of batches) gives: layer states over its images."""
 
@@ -194,6 +202,11 @@ class Part:
         self.images = np.asarray(images, np.int64)   # every image number it took: read or skipped
         self.layers = layers                         # {layer name: LayerState}
         self.skipped = skipped                       # {image number: why}
+
+    def merged(self, other: "Part") -> "Part":
+        """Both parts in one (over the images of both)."""
+        return Part(np.concatenate([self.images, other.images]), _merged_layers(self.layers, other.layers),
+                    {**self.skipped, **other.skipped})
 
     def to_bytes(self) -> bytes:
         return _pack(self.layers, {"images": self.images, **_skipped_arrays(self.skipped)})
@@ -231,10 +244,7 @@ class PassState:
     def merged(self, part: Part) -> "PassState":
         """A new state with ``part`` added. The caller keeps one by a single assignment, so an
         interrupt leaves either the old state or the new one, never half of a part."""
-        layers = dict(self.layers)
-        for name, state in part.layers.items():
-            layers[name] = layers[name].merged(state) if name in layers else state
-        new = PassState(layers, 0, self.rejected)
+        new = PassState(_merged_layers(self.layers, part.layers), 0, self.rejected)
         new.done = self.done.copy()
         new.done[part.images] = True
         new.skipped = {**self.skipped, **part.skipped}

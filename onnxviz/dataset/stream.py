@@ -46,13 +46,20 @@ class Job:
 
 
 class Scorer:
-    """One model (and its cached onnxruntime session): decodes images and scores batches."""
+    """One model (and its cached onnxruntime session): decodes images and scores batches.
 
-    def __init__(self, job: Job, model=None):
-        from ..model import load
+    Its session's idle threads sleep (``spin=False``) so that decoding the next batch gets the
+    cores between runs; ``threads``: its intra-op threads (0: every core). ``model``: an opened
+    model to take the graph from (its own sessions and options are left alone), else the
+    job's file is opened.
+    """
+
+    def __init__(self, job: Job, model=None, threads: int = 0):
+        from ..model import Model, load
 
         self.job = job
-        self.model = model if model is not None else load(job.model_path)
+        self.model = Model(model.proto, model.path, model.base_dir) if model is not None else load(job.model_path)
+        self.model.session_options = {"threads": threads, "spin": False}
         self.layers = self.model.select(list(job.layers))
 
     def decode(self, path: str):
