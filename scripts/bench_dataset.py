@@ -1,8 +1,8 @@
 """Benchmark `onnxviz dataset` (issue 13): throughput against a plain onnxruntime loop, peak RSS
 at 500 and 10,000 images, and the Ray engine on 2 local workers against the local engine.
 
-Images: the demo generator's shapes at 96×96 (JPEG, quality 90), made once into ``--dir``
-(resized to the model's size by every side).
+Images: the demo generator's shapes at 96×96 (JPEG, quality 90; ``make_dataset_images.py``),
+made once into ``--dir`` (resized to the model's size by every side).
 
 * throughput: ``onnxviz.dataset`` (local engine, batch 32, nothing written) against a plain
   loop over the same pruned sub-graph (``onnx.utils.Extractor``, a default onnxruntime session):
@@ -12,9 +12,11 @@ Images: the demo generator's shapes at 96×96 (JPEG, quality 90), made once into
   demo model (64×64, layers block2_conv2 + block3_conv2: decoding matters) and the onnx
   wheel's SqueezeNet (224×224, fixed batch 1, fire9/expand3x3: onnxruntime matters).
 * memory: peak RSS of ``onnxviz dataset … -q`` as a child process (``os.wait4``) over the
-  first 500 and over all 10,000 images.
+  first 500 and over all 10,000 images (measured first: a child's ``ru_maxrss`` counts the
+  pages of this process at the fork).
 * Ray: ``engine="ray", workers=2`` on a local cluster of 2 CPUs started once (its start
-  timed apart), against the local engine; the results are checked to be identical.
+  timed apart; each pass still starts its actors, which load the model), against the local
+  engine, over all the images; the results are checked to be identical.
 
 Sides alternate (A B A B …) and the medians are printed side by side with their ratio.
 Hold /work/bench.lock: ``flock /work/bench.lock python scripts/bench_dataset.py``.
@@ -43,19 +45,17 @@ DEMO = os.path.join(ROOT, "models", "demo.onnx")
 DEMO_LAYERS = ["block2_conv2", "block3_conv2"]
 
 
-def make_images(folder: str, n: int) -> list[str]:
-    """``n`` demo-generator images of 96×96 as JPEG in ``folder`` (kept between runs)."""
-    from PIL import Image
+def images(folder: str, n: int) -> list[str]:
+    """``n`` demo-generator images of 96×96 as JPEG in ``folder``, made once (kept between runs)."""
+    from make_dataset_images import make_images
 
-    import demo_shapes
+    done = os.path.join(folder, f"made-{n}")
+    if not os.path.exists(done):
+        make_images(folder, shapes=n, photos=0, broken=False, size=96, jpeg=True)
+        open(done, "w").close()
+    from onnxviz.dataset.sources import list_images
 
-    os.makedirs(folder, exist_ok=True)
-    paths = [os.path.join(folder, f"{k // 1000:02d}", f"img{k:05d}.jpg") for k in range(n)]
-    for k, path in enumerate(paths):
-        if not os.path.exists(path):
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            Image.fromarray(demo_shapes.make_sample_image(k, size=96)).save(path, quality=90)
-    return paths
+    return list_images(os.path.join(folder, "shapes"))[0]
 
 
 def listing(paths: list, folder: str, name: str) -> str:
@@ -203,8 +203,10 @@ def main(argv=None) -> int:
 
     begin = time.perf_counter()
     print(f"run {time.strftime('%Y-%m-%d %H:%M')}, load average {os.getloadavg()[0]:.2f}, {os.cpu_count()} CPUs")
-    paths = make_images(args.dir, args.images)
+    paths = images(args.dir, args.images)
     only = args.only or ["throughput", "memory", "ray"]
+    if "memory" in only:  # first: a child's ru_maxrss counts this process's pages at the fork
+        memory(paths, args.dir, max(2, args.rounds - 1))
     if "throughput" in only:
         throughput("demo model, 64×64 (block2_conv2 + block3_conv2)", DEMO, DEMO_LAYERS, paths[:3000],
                    Plain(DEMO, DEMO_LAYERS, (64, 64), "NHWC", 1 / 255), args.rounds)
@@ -212,10 +214,8 @@ def main(argv=None) -> int:
         throughput("SqueezeNet (onnx wheel), 224×224, fixed batch 1 (fire9/expand3x3)", squeeze, ["fire9/expand3x3"],
                    paths[:400], Plain(squeeze, ["fire9/expand3x3"], (224, 224), "NCHW", 1.0), args.rounds,
                    preprocess="raw")
-    if "memory" in only:
-        memory(paths, args.dir, max(2, args.rounds - 1))
     if "ray" in only:
-        ray_vs_local(paths[:4000], args.rounds)
+        ray_vs_local(paths, args.rounds)
     print(f"\n{(time.perf_counter() - begin) / 60:.1f} min; load average {os.getloadavg()[0]:.2f} at the end")
     return 0
 

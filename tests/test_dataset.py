@@ -17,7 +17,6 @@ from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 
 import onnxviz
-from dataset_images import BROKEN, make_images
 from onnxviz.cli import main
 from onnxviz.dataset import CHECKPOINT, ENGINES, Interrupted
 from onnxviz.dataset.patches import FILL, cut_patches
@@ -27,6 +26,11 @@ from onnxviz.demo import demo_model_path
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAYERS = ["block1_conv2", "block3_conv2"]
+sys.path.insert(0, os.path.join(ROOT, "scripts"))
+try:
+    from make_dataset_images import BROKEN, make_images  # the demo generator's shapes, photo crops, broken files
+finally:
+    sys.path.pop(0)
 
 
 @pytest.fixture(scope="module")
@@ -257,8 +261,8 @@ def test_sources(tmp_path, folder):
     listing.write_text(f"# my images\n{folder[1][1]}\n\nrel/x.png\n{folder[1][1]}\r\n")
     assert list_images(str(listing))[0] == [folder[1][1], str(tmp_path / "rel" / "x.png")]
     assert list_images(os.path.join(folder[0], "photos", "*.jpg"))[0] == sorted(
-        os.path.join(folder[0], "photos", f"hopper{k:02d}.jpg") for k in (0, 2, 4, 6))
-    assert list_images(os.path.join(folder[0], "**", "shape00*.png"))[0][0].endswith("shape000.png")
+        os.path.join(folder[0], "photos", f"hopper{k:03d}.jpg") for k in (0, 2, 4, 6))
+    assert list_images(os.path.join(folder[0], "**", "shape0000*.png"))[0][0].endswith("shape00000.png")
     (tmp_path / "odd").mkdir()
     (tmp_path / "odd" / "a\nb.png").write_bytes(b"x")
     (tmp_path / "odd" / "c.png").write_bytes(b"x")

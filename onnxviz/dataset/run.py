@@ -18,7 +18,9 @@ per-channel state at once (:mod:`.state`) and its maps are dropped. ``out`` (a f
                   ``top_value`` (C, K): the channel's max over positions per image, best first;
                   ``top_image`` (C, K); ``top_yx`` (C, K, 2): where in the map that max is
 ``<layer>.png``   one row per channel (the first ``max_channels``): its top-K receptive-field
-                  patches (:mod:`.patches`), labelled with the channel and its best value
+                  patches (:mod:`.patches`), labelled with the channel and its best value; an
+                  image where the channel is 0 at every position (a ReLU that never fired: ties,
+                  ranked by number alone) leaves its cell empty
 ``skipped.txt``   ``path<TAB>why``, one file a line: what could not be read
 ================  ===========================================================================
 
@@ -183,6 +185,7 @@ def _pictures(results: dict, paths: list, size: tuple, max_channels: int, worker
     for name, res in results.items():
         channels = min(max_channels, len(res.mean))
         patches, present = cut_patches(res.arrays(), res.field, paths, size, channels, workers or 0)
+        present &= res.top_value[:channels] != 0  # 0 everywhere (a ReLU that never fired): no patch excites it
         if res.field is None:
             how = "receptive field unknown: whole images"
         elif res.field.whole:
