@@ -130,6 +130,10 @@ def test_resume_after_ctrl_c_equals_a_pass_never_stopped(folder, demo, whole, tm
     assert re.fullmatch(rf"interrupted after (\d+) of {total} images; the checkpoint is in '{re.escape(str(out))}': "
                         r"run the same command with --resume to go on", str(e.value))
     assert sorted(os.listdir(out)) == [CHECKPOINT, "index.txt"]   # nothing else until the end
+    with pytest.raises(onnxviz.OnnxvizError) as e:
+        onnxviz.dataset(demo, folder[0], LAYERS, top=4, out=str(out), resume=True)
+    assert str(e.value) == (f"the checkpoint in '{out}' is of another pass: its top is 5, now 4; resume with the "
+                            "same model, SOURCE, layers, top, preprocessing and size, or delete it to start again")
     resumed = onnxviz.dataset(demo, folder[0], LAYERS, top=5, out=str(out), batch=11, resume=True)
     assert 0 < resumed.images < total
     same(resumed, whole)
@@ -313,6 +317,9 @@ def test_cli_errors(folder, tmp_path, capsys):
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / CHECKPOINT).write_bytes(b"x")
     (tmp_path / "file").write_text("x")
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / CHECKPOINT).write_bytes(b"PK\x03\x04 not a zip")
+    (tmp_path / "bad" / "index.txt").write_text("a.png\n")
     cases = [
         ([model, tmp_path / "nope", "--layer", "0", "-o", tmp_path / "o"],
          f"error: image source '{tmp_path / 'nope'}' does not exist; give a folder of images, a text file of image "
@@ -334,6 +341,9 @@ def test_cli_errors(folder, tmp_path, capsys):
         ([model, folder[0], "--layer", "0", "-o", tmp_path / "no" / "such"],
          f"error: cannot make the output folder '{tmp_path / 'no' / 'such'}': its folder '{tmp_path / 'no'}' does not "
          "exist"),
+        ([model, folder[0], "--layer", "0", "--resume", "-o", tmp_path / "bad"],
+         f"error: cannot resume from '{tmp_path / 'bad' / CHECKPOINT}': not a checkpoint onnxviz wrote; delete it to "
+         "start again"),
         ([model, folder[0], "--layer", "0", "--address", "auto", "-o", tmp_path / "o3"],
          "error: --address is for --engine ray (the cluster to join)"),
         ([model, os.path.join(folder[0], "broken"), "--layer", "0", "-o", tmp_path / "o4"],
@@ -368,6 +378,23 @@ def test_cli_ctrl_c_says_how_to_resume(folder, tmp_path, capsys, monkeypatch):
     monkeypatch.undo()
     code, stdout, err = run([*argv, "--resume"], capsys)
     assert code == 0 and err == "" and stdout.startswith(f"wrote {out}: 1 layer over 32 images, 4 skipped")
+
+
+def test_cli_progress_counts_images(folder, tmp_path, capsys, monkeypatch):
+    """The bar (cli.progress: tqdm on a terminal, none with -q) is told the images, read or skipped."""
+    import onnxviz.cli as cli
+
+    seen = []
+
+    def bar(args, total, desc, unit):
+        seen.append((total, desc, unit))
+        return lambda done: seen.append(done)
+
+    monkeypatch.setattr(cli, "progress", bar)
+    code, _, _ = run(["dataset", demo_model_path(), folder[0], "--layer", "0", "--batch", "8", "-o", tmp_path / "o"],
+                     capsys)
+    assert code == 0 and seen[0] == (36, "dataset", "image")
+    assert seen[1:] == sorted(seen[1:]) and seen[1] == 0 and seen[-1] == 36 and len(seen) >= 5
 
 
 def test_engines_listed_alike():

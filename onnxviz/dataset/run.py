@@ -41,6 +41,7 @@ import hashlib
 import io
 import os
 import time
+import zipfile
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -144,13 +145,13 @@ def _signature(model, source, chosen, top, preset, size, index: bytes) -> dict:
 
 
 def _resume(out: str, meta_now: dict) -> PassState:
-    with open(os.path.join(out, CHECKPOINT), "rb") as fh:
-        data = fh.read()
+    path = os.path.join(out, CHECKPOINT)
     try:
-        state, meta = PassState.from_bytes(data)
-    except (OSError, ValueError, KeyError, EOFError) as e:
-        raise OutputError(f"'{os.path.join(out, CHECKPOINT)}' is not a checkpoint onnxviz can read ({e}); delete "
-                          "it to start again") from None
+        with open(path, "rb") as fh:
+            state, meta = PassState.from_bytes(fh.read())
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+        why = e.strerror if isinstance(e, OSError) and e.strerror else "not a checkpoint onnxviz wrote"
+        raise OutputError(f"cannot resume from '{path}': {why}; delete it to start again") from None
     for key, now in meta_now.items():
         if meta.get(key) != now:
             raise OnnxvizError(f"the checkpoint in '{out}' is of another pass: its {key} is {meta.get(key)!r}, "
@@ -164,8 +165,12 @@ def _index_text(paths: list) -> bytes:
 
 
 def _read_index(out: str) -> tuple[list, bytes]:
-    with open(os.path.join(out, "index.txt"), "rb") as fh:
-        data = fh.read()
+    path = os.path.join(out, "index.txt")
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except OSError as e:
+        raise OutputError(f"cannot resume: cannot read '{path}' (the images of the pass): {e.strerror or e}") from None
     return data.decode("utf-8", "surrogateescape").splitlines(), data
 
 
