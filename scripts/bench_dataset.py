@@ -147,8 +147,8 @@ def memory(paths: list, folder: str, rounds: int):
     for _ in range(rounds):
         for n, src in ((500, small), (len(paths), large)):
             out = tempfile.mkdtemp(prefix="bench-ds-")
-            cmd = [sys.executable, "-m", "onnxviz", "dataset", DEMO, src, *sum((["--layer", l] for l in DEMO_LAYERS), []),
-                   "-q", "-o", out]
+            layers = [a for layer in DEMO_LAYERS for a in ("--layer", layer)]
+            cmd = [sys.executable, "-m", "onnxviz", "dataset", DEMO, src, *layers, "-q", "-o", out]
             wall, rss = measure(cmd)
             peaks[n].append((wall, rss))
     print(f"\nPeak RSS of `onnxviz dataset` (demo model, {', '.join(DEMO_LAYERS)}), {rounds} rounds:")
@@ -210,7 +210,8 @@ def main(argv=None) -> int:
     if "throughput" in only:
         throughput("demo model, 64×64 (block2_conv2 + block3_conv2)", DEMO, DEMO_LAYERS, paths[:3000],
                    Plain(DEMO, DEMO_LAYERS, (64, 64), "NHWC", 1 / 255), args.rounds)
-        squeeze = os.path.join(os.path.dirname(onnx.__file__), "backend", "test", "data", "light", "light_squeezenet.onnx")
+        squeeze = os.path.join(os.path.dirname(onnx.__file__), "backend", "test", "data", "light",
+                               "light_squeezenet.onnx")
         throughput("SqueezeNet (onnx wheel), 224×224, fixed batch 1 (fire9/expand3x3)", squeeze, ["fire9/expand3x3"],
                    paths[:400], Plain(squeeze, ["fire9/expand3x3"], (224, 224), "NCHW", 1.0), args.rounds,
                    preprocess="raw")

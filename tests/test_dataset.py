@@ -153,7 +153,7 @@ def test_resume_after_a_kill_equals_a_pass_never_stopped(folder, whole, tmp_path
         onnxviz.dataset({str(demo_model_path())!r}, {folder[0]!r}, {LAYERS!r}, top=5, out={str(out)!r}, batch=4,
                         checkpoint_every=8, progress=kill)
     """)
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, os.path.join(ROOT, "tests"), os.environ.get("PYTHONPATH", "")]))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]))
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     state, _ = PassState.from_bytes((out / CHECKPOINT).read_bytes())
@@ -181,7 +181,8 @@ def mark_detector(path):
              helper.make_node("Conv", ["p", "w"], ["c"], pads=[1, 1, 1, 1], kernel_shape=[3, 3], name="detect"),
              helper.make_node("Relu", ["c"], ["y"], name="relu")]
     g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 48, 48])],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [numpy_helper.from_array(w, "w")])
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                          [numpy_helper.from_array(w, "w")])
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
     helper.set_model_props(m, {"onnxviz.preprocess": "unit"})
     onnx.save(m, str(path))

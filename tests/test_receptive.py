@@ -199,7 +199,8 @@ def test_every_pixel_of_small_nets(name, tmp_path):
 #: The fields by hand, layer by layer: (size, jump, offset), the same on both axes unless a pair.
 BY_HAND = {
     "vgg": [(3, 1, -1), (5, 1, -2), (10, 2, -4), (20, 4, -8)],
-    # 5×5 s2 pads 0/1 → 3×3 d2 → Pad 1, 2 → 3×3 valid → 3×3 s2 SAME_UPPER (pads 0) → avg 3×3 s2 → 1×3 SAME_LOWER (pad 1)
+    # 5×5 s2 pads 0/1 → 3×3 d2 → Pad 1, 2 → 3×3 valid → 3×3 s2 SAME_UPPER (pads 0) → avg 3×3 s2
+    # → 1×3 SAME_LOWER (pad 1)
     "strided_dilated_padded": [(5, 2, (0, -1)), (13, 2, (-4, -5)), (17, 2, (-6, -9)), (21, 4, (-6, -9)),
                                ((29, 45), 8, (-10, -21))],
     # the last: after the Add of two paths offset by 16 pixels, their union
@@ -247,7 +248,8 @@ def positive(proto: onnx.ModelProto) -> onnx.ModelProto:
         node = producers.get(name)
         if node is not None and node.op_type == "ConstantOfShape":
             del node.attribute[:]
-            node.attribute.append(helper.make_attribute("value", numpy_helper.from_array(np.array([value], np.float32))))
+            filled = numpy_helper.from_array(np.array([value], np.float32))
+            node.attribute.append(helper.make_attribute("value", filled))
         elif name in inits and inits[name].data_type == TensorProto.FLOAT:
             arr = np.full(tuple(inits[name].dims), value, np.float32)
             if value == 0.5:  # positive weights of several values: not a symmetric sum
@@ -307,7 +309,8 @@ def test_global_pooling_flatten_and_gates_are_whole(tmp_path):
     z = g.op("Flatten", [g.conv(x, 4, 3, name="plain")], axis=1)
     path = g.save(tmp_path / "se.onnx", [y, z])
     m = onnxviz.load(path)
-    assert [l.receptive_field for l in m.layers] == [Field((3, 3), (1, 1), (-1, -1)), Field((24, 24), (0, 0), (0, 0), True),
+    assert [l.receptive_field for l in m.layers] == [Field((3, 3), (1, 1), (-1, -1)),
+                                                     Field((24, 24), (0, 0), (0, 0), True),
                                                      Field((5, 5), (1, 1), (-2, -2))]
     fields = receptive_fields(Index(onnx.load(path).graph), "x", "NCHW", None, (24, 24))
     assert fields[z].whole
