@@ -454,3 +454,14 @@ def test_ray_engine_equals_the_local_engine(folder, demo, whole, cluster, tmp_pa
     for name in ("block1_conv2.npz", "block3_conv2.npz", "block3_conv2.png", "skipped.txt", "index.txt"):
         assert (tmp_path / "ray" / name).read_bytes() == open(os.path.join(whole.out, name), "rb").read()
     assert cluster.is_initialized()                        # a cluster it did not start is left running
+
+
+def test_ray_worker_errors_are_one_line(cluster, tmp_path):
+    """What a worker raises (here: the model file is gone) comes back as onnxviz's own error."""
+    from onnxviz.dataset.ray import run_ray
+    from onnxviz.dataset.stream import Job
+
+    job = Job(str(tmp_path / "gone.onnx"), ("block3_conv2",), "unit", (64, 64), 3)
+    with pytest.raises(onnxviz.ModelError) as e:
+        list(run_ray(job, [(0, str(tmp_path / "a.png"))], batch=4, workers=1))
+    assert str(e.value) == f"model file '{tmp_path / 'gone.onnx'}' does not exist"

@@ -30,6 +30,7 @@ import warnings
 
 import numpy as np
 
+from .. import errors
 from ..errors import OnnxvizError
 from .state import Part
 from .stream import Job, Scorer, batches
@@ -49,15 +50,22 @@ class _Actor:
     runs: int
 
     def __init__(self):
-        self.scorer = Scorer(self.job, threads=self.threads)
+        self.scorer = None  # made by the first call, where an error can be sent back (see __call__)
 
     def __call__(self, rows: dict) -> dict:
-        items = list(zip(rows["number"].tolist(), rows["path"].tolist()))
-        part = None
-        for run in batches(items, len(items) // self.runs + (len(items) % self.runs > 0)):
-            one = self.scorer.score(run, [self.scorer.decode(path) for _, path in run])
-            part = one if part is None else part.merged(one)
-        return {"part": np.array([part.to_bytes()], dtype=object)}
+        """``{"part": [bytes], "error": [""]}``; an OnnxvizError is sent back as ``"Kind\tmessage"``
+        (Ray keeps only the text of what a worker raises)."""
+        try:
+            if self.scorer is None:
+                self.scorer = Scorer(self.job, threads=self.threads)
+            items = list(zip(rows["number"].tolist(), rows["path"].tolist()))
+            part = None
+            for run in batches(items, -(-len(items) // self.runs)):
+                one = self.scorer.score(run, [self.scorer.decode(path) for _, path in run])
+                part = one if part is None else part.merged(one)
+            return {"part": np.array([part.to_bytes()], dtype=object), "error": np.array([""])}
+        except OnnxvizError as e:
+            return {"part": np.array([b""], dtype=object), "error": np.array([f"{type(e).__name__}\t{e}"])}
 
 
 def _actor_class(job: Job, threads: int, runs: int) -> type:
@@ -91,8 +99,8 @@ def run_ray(job: Job, items: list, batch: int, workers: int | None = None, addre
     context = ray.data.DataContext.get_current()
     settings = {k: getattr(context, k) for k in ("enable_progress_bars", "print_on_execution_start")}
     try:
-        for logger in loggers.values():  # Ray Data's INFO lines, warnings and bars: the caller shows its own
-            logger.setLevel(logging.ERROR)
+        for logger in loggers.values():  # Ray Data's lines and bars: the caller shows its own, and errors
+            logger.setLevel(logging.CRITICAL)
         for k in settings:
             setattr(context, k, False)
         cpus = int(ray.cluster_resources().get("CPU", 1))
@@ -108,7 +116,16 @@ def run_ray(job: Job, items: list, batch: int, workers: int | None = None, addre
                                      compute=ray.data.ActorPoolStrategy(size=workers), batch_format="numpy",
                                      max_restarts=0)
         for row in parts.iter_rows():
+            if row["error"]:
+                kind, _, message = str(row["error"]).partition("\t")
+                cls = getattr(errors, kind, None)
+                raise (cls if isinstance(cls, type) and issubclass(cls, OnnxvizError) else OnnxvizError)(message)
             yield Part.from_bytes(row["part"])
+    except OnnxvizError:
+        raise
+    except Exception as e:  # Ray's own failures (a worker lost, …), or a bug: one line, the checkpoint stays
+        lines = str(e).strip().splitlines()
+        raise OnnxvizError(f"the Ray engine failed: {type(e).__name__}: {lines[0] if lines else ''}") from None
     finally:
         for name, logger in loggers.items():
             logger.setLevel(levels[name])

@@ -1,9 +1,9 @@
 """The state of a dataset pass: per layer and channel, running statistics and the top-K
 images, mergeable in any order with the same result; and its checkpoints.
 
->>> part = layer_part(maps, images=np.arange(32), top=9)        # one batch: (32, C, H, W)
->>> state = state.merged(part)                                 # doctest: +SKIP
->>> state.result()["top_image"].shape                          # doctest: +SKIP
+>>> one = layer_part(maps, images=np.arange(32), top=9)   # one batch: (32, C, H, W)  # doctest: +SKIP
+>>> state = state.merged(Part(np.arange(32), {"block3_conv2": one}, skipped={}))      # doctest: +SKIP
+>>> state.layers["block3_conv2"].result()["top_image"].shape                         # doctest: +SKIP
 (64, 9)
 
 Per channel (``C`` of them, ``P`` positions a map):
@@ -40,7 +40,7 @@ from ..errors import OnnxvizError
 
 __all__ = ["LayerState", "Part", "PassState", "layer_part", "Interrupted"]
 
-_SCALE = 1126              # every finite float64 is an integer times 2**-1126 (subnormals: 2**-1074·2**-52)
+_SCALE = 1126   # a float64 is m·2**(e−53), m a 53-bit integer and e ≥ −1073: an integer times 2**-1126
 _NO_IMAGE = np.iinfo(np.int64).max   # where an empty slot sorts among image numbers: last
 
 

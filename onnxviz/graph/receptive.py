@@ -210,6 +210,11 @@ def _window(walk, node, ins):
         return _unknown(f"{node.op_type} node '{node.name}' slides over axes that are not the image's", data.axes)
     strides = tuple(node_attr(node, "strides", None) or [1] * spatial)
     dilations = tuple(node_attr(node, "dilations", None) or [1] * spatial)
+    explicit = node_attr(node, "pads", None)
+    if len(strides) != spatial or len(dilations) != spatial or (explicit and len(explicit) != 2 * spatial) \
+            or not all(isinstance(v, int) and v > 0 for v in (*kernel, *strides, *dilations)):
+        return _unknown(f"{node.op_type} node '{node.name}' has kernel, strides, dilations or pads that do not fit",
+                        data.axes)
     pads = _pads(walk, node, spatial, walk.dims(node.input[0]), kernel, strides, dilations)
     if pads is None:
         return _unknown(f"{node.op_type} node '{node.name}' pads SAME at a size shape inference does not give",
@@ -432,8 +437,11 @@ def receptive_fields(index: Index, input_name: str, layout: str, shapes, input_s
             continue  # constants, other inputs, and what only reads a shape, depend on no pixel
         domain = node.domain if node.domain not in ("ai.onnx",) else ""
         rule = RULES.get(node.op_type) if domain in ("", "com.microsoft") else None
-        value = rule(walk, node, ins) if rule is not None else \
-            _unknown(f"{node.op_type} node '{node.name}' has no receptive-field rule")
+        try:
+            value = rule(walk, node, ins) if rule is not None else \
+                _unknown(f"{node.op_type} node '{node.name}' has no receptive-field rule")
+        except (TypeError, ValueError, IndexError, AttributeError, ZeroDivisionError):  # a broken node: no field
+            value = _unknown(f"{node.op_type} node '{node.name}' has attributes its rule cannot read")
         for out in node.output:
             if out:
                 values[out] = value
