@@ -255,8 +255,8 @@ def _session(model, tensors: tuple):
     sess = model._sessions.get(key)
     if sess is None:
         sub = sub_model(model.proto, list(tensors))
-        # no arena: memory as the guard counts it
-        sess = runtime.session(sub, model.base_dir, arena=False, **model.session_options)
+        # no arena unless asked: memory as the guard counts it
+        sess = runtime.session(sub, model.base_dir, **{"arena": False, **model.session_options})
         if len(model._sessions) >= 8:  # a small cache: a session holds its weights in memory
             model._sessions.pop(next(iter(model._sessions)))
         model._sessions[key] = sess

@@ -207,7 +207,8 @@ class Model:
                     self._by_key[key] = layer
         self._sessions: dict = {}
         #: Options of the onnxruntime sessions :meth:`feature_maps` builds (``threads=``,
-        #: ``spin=``: see :func:`onnxviz.runtime.session`); sessions are kept per options.
+        #: ``spin=``, ``arena=`` (off unless set): see :func:`onnxviz.runtime.session`); sessions
+        #: are kept per options.
         self.session_options: dict = {}
 
     def __repr__(self) -> str:

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .. import preprocess as prep
 from ..errors import ImageError, OnnxvizError
 from ..features import feature_maps, input_tensor
 from .state import Part, layer_part
@@ -49,9 +50,12 @@ class Scorer:
     """One model (and its cached onnxruntime session): decodes images and scores batches.
 
     Its session's idle threads sleep (``spin=False``) so that decoding the next batch gets the
-    cores between runs; ``threads``: its intra-op threads (0: every core). ``model``: an opened
-    model to take the graph from (its own sessions and options are left alone), else the
-    job's file is opened.
+    cores between runs, and it keeps onnxruntime's memory arena: every run has the same shapes,
+    so the arena is reused, where without it the C allocator keeps what the runs freed, in
+    steps (demo model, 3,000 images: 131.5-132.2 MB peak RSS in three passes with it,
+    137.8-151.6 MB without, in steps at 512-1,536 images). ``threads``: its intra-op threads
+    (0: every core). ``model``: an opened model to take the graph from (its own sessions and
+    options are left alone), else the job's file is opened.
     """
 
     def __init__(self, job: Job, model=None, threads: int = 0):
@@ -59,13 +63,18 @@ class Scorer:
 
         self.job = job
         self.model = Model(model.proto, model.path, model.base_dir) if model is not None else load(job.model_path)
-        self.model.session_options = {"threads": threads, "spin": False}
+        self.model.session_options = {"threads": threads, "spin": False, "arena": True}
         self.layers = self.model.select(list(job.layers))
+        probe = input_tensor(self.model, np.zeros((8, 8, 3), np.uint8), preprocess=job.preset, size=job.size)
+        layout = self.model.input.layout
+        self.form = {"layout": layout, "preset": job.preset, "dtype": probe.dtype,
+                     "channels": probe.shape[3] if layout == "NHWC" else probe.shape[1]}
 
     def decode(self, path: str):
-        """The input tensor ``(1, …)`` of one image, or why it cannot be made (a string)."""
+        """One image at the model's size (:func:`onnxviz.preprocess.decode`), or why it cannot be
+        (a string)."""
         try:
-            return input_tensor(self.model, path, preprocess=self.job.preset, size=self.job.size)
+            return prep.decode(path, self.job.size)
         except ImageError as e:
             return str(e)
         except OnnxvizError:  # the model's limit (its input takes no images), not the image's
@@ -81,7 +90,7 @@ class Scorer:
         skipped = {i: x for (i, _), x in zip(items, decoded) if isinstance(x, str)}
         layers = {}
         if good:
-            x = np.concatenate([x for _, x in good])
+            x = prep.batch_tensor([x for _, x in good], **self.form)  # as input_tensor makes it, image by image
             numbers = np.array([i for i, _ in good], np.int64)
             maps = feature_maps(self.model, x, self.layers, max_bytes="off")  # checked once, before the pass
             for name in list(maps):
