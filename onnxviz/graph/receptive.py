@@ -25,8 +25,9 @@ of kernel ``k``, dilation ``d``, stride ``s`` and leading pad ``p`` gives
 the largest jump. A global pooling, a ``Flatten``, a reshape that does not keep the spatial
 axes, a ``Gemm``/``MatMul``, a reduction or softmax over a spatial axis, and normalisations
 over positions (``InstanceNormalization``, ``GroupNormalization``, ``LayerNormalization``)
-make a field *whole*: the value depends on every pixel; so does anything they flow into
-(a squeeze-and-excitation gate multiplies the map by a whole-field vector). Constants and the
+make a field *whole*: the value depends on every pixel; so does anything computed from a whole
+field, whatever the op (a squeeze-and-excitation gate multiplies the map by a whole-field
+vector; a style-transfer net's InstanceNormalization makes its every layer whole). Constants and the
 model's other inputs do not count.
 
 Spatial axes are followed as positions from the end (``-2, -1`` in NCHW, ``-3, -2`` in
@@ -437,6 +438,8 @@ def receptive_fields(index: Index, input_name: str, layout: str, shapes, input_s
             continue  # constants, other inputs, and what only reads a shape, depend on no pixel
         domain = node.domain if node.domain not in ("ai.onnx",) else ""
         rule = RULES.get(node.op_type) if domain in ("", "com.microsoft") else None
+        if any(v.field is not None and v.field.whole for v in ins) and rule not in (_window, _transpose):
+            rule = _whole  # what is computed from a whole field is whole, whatever the op (an upsampling too)
         try:
             value = rule(walk, node, ins) if rule is not None else \
                 _unknown(f"{node.op_type} node '{node.name}' has no receptive-field rule")
