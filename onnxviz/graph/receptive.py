@@ -54,8 +54,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import onnx
-
 from ..errors import OnnxvizError
 from .index import Index, node_attr
 from .weights import constant_value
