@@ -22,7 +22,7 @@ __all__ = [
     "load", "Model", "Layer", "plot_filters", "plot_feature_maps", "save_png",
     "OnnxvizError", "ModelError", "UnsupportedModelError", "LayerError", "ImageError",
     "OutputError", "ResourceError", "OnnxvizWarning", "__version__",
-    "report",
+    "report", "dataset",
     # gradients (issue 12)
     "saliency", "Attribution", "patterns", "Patterns", "gradients",
     # statistics (issue 11)
@@ -40,8 +40,8 @@ _LAZY = {"plot_filters": "render", "plot_feature_maps": "render", "save_png": "r
 
 
 def __getattr__(name):
-    if name in ("report", "stats"):  # modules callable as their function: report(model, images, path, **kw),
-        import importlib            # stats(model, images=None, layers=None, **kw)
+    if name in ("report", "stats", "dataset"):  # modules callable as their function: report(model, images,
+        import importlib                        # path, **kw), stats(model, images=None, …), dataset(…)
 
         return importlib.import_module(f".{name}", __name__)
     if name in _LAZY:

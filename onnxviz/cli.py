@@ -18,6 +18,9 @@
     onnxviz cam      MODEL IMAGE... [--method M] [--layer L] [--class C | --top K] [--labels FILE]
                      [--top-channels K] [--batch N] [--sign-correction] [--cmap NAME] [--alpha A]
                      [--full-size] [--preprocess P] [--size H W] [--max-memory SIZE] -o OUT.png
+    onnxviz dataset  MODEL SOURCE --layer L... [--top K] [--batch N] [--workers N] [--resume]
+                     [--engine local|ray] [--address ADDR] [--max N] [--checkpoint-every N]
+                     [--preprocess P] [--size H W] [--max-memory SIZE] -o OUTDIR
 
 ``features --overlay C`` draws channel C of each layer over the image instead of the mosaic.
 
@@ -131,6 +134,7 @@ def _parser() -> argparse.ArgumentParser:
     _gradient_parsers(sub, common)
     _stats_parser(sub, common, layer_help)
     _cam_parser(sub, common)
+    _dataset_parser(sub, common, layer_help)
     return p
 
 
@@ -677,9 +681,67 @@ def _demo(args) -> int:
     return 0
 
 
+# ------------------------------------------------------------------ onnxviz dataset (issue 13)
+
+DATASET_ENGINES = ("local", "ray")  # = dataset.ENGINES (a test checks): the parser imports no library module
+
+
+def _dataset_parser(sub, common, layer_help: str) -> None:
+    d = sub.add_parser("dataset", parents=[common],
+                       help="which images (and patches) of a folder excite each channel most")
+    d.add_argument("model", metavar="MODEL")
+    d.add_argument("source", metavar="SOURCE",
+                   help="a folder of images (searched recursively), a text file of image paths (one a line) "
+                        "or a glob such as 'photos/**/*.jpg'")
+    d.add_argument("--layer", action="append", required=True, metavar="L", help=layer_help)
+    d.add_argument("--top", type=_positive, default=9, metavar="K", help="images kept per channel (default 9)")
+    d.add_argument("--batch", type=_positive, default=32, metavar="N", help="images a run (default 32)")
+    d.add_argument("--workers", type=_positive, metavar="N",
+                   help="decoding threads (local engine) or actors (Ray); default: every core or CPU")
+    d.add_argument("--resume", action="store_true", help="continue the interrupted pass whose checkpoint is in -o")
+    d.add_argument("--engine", choices=DATASET_ENGINES, default="local", help="local (default) or ray")
+    d.add_argument("--address", metavar="ADDR", help="the Ray cluster to join (default: start a local one)")
+    d.add_argument("--max", type=_positive, default=32, metavar="N", help="channels drawn per layer (default 32)")
+    d.add_argument("--checkpoint-every", type=_positive, default=1000, metavar="N",
+                   help="images between checkpoints (default 1000)")
+    d.add_argument("--preprocess", choices=PRESETS, metavar="P",
+                   help=f"one of {', '.join(PRESETS)} (default: the model's metadata, else raw)")
+    d.add_argument("--size", type=_positive, nargs=2, metavar=("H", "W"),
+                   help="input size for models with dynamic spatial dims")
+    d.add_argument("--max-memory", type=_size, metavar="SIZE",
+                   help="refuse, before running, a batch whose maps would need more memory than this (default 2G)")
+    d.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="folder to write (made if missing)")
+
+
+def _dataset(args) -> int:
+    from .dataset import dataset
+    from .errors import OnnxvizError as Error
+
+    if args.address and args.engine != "ray":
+        raise Error("--address is for --engine ray (the cluster to join)")
+    bar = []
+
+    def update(done: int, total: int) -> None:
+        if not bar:
+            bar.append(progress(args, total, "dataset", "image"))
+        if bar[0] is not None:
+            bar[0](done)
+
+    res = dataset(args.model, args.source, args.layer, top=args.top, engine=args.engine, out=args.output,
+                  batch=args.batch, workers=args.workers, resume=args.resume, checkpoint_every=args.checkpoint_every,
+                  max_channels=args.max, preprocess=args.preprocess, size=tuple(args.size) if args.size else None,
+                  address=args.address, max_bytes=args.max_memory, progress=update)
+    read = next(iter(res.values())).count
+    rate = f", {res.images / res.seconds:,.0f} images/s" if res.seconds > 0 and res.images else ""
+    print(f"wrote {res.out}: {len(res)} layer{'s' if len(res) != 1 else ''} over {read:,} images, "
+          f"{len(res.skipped):,} skipped{' (skipped.txt says why)' if res.skipped else ''} "
+          f"({res.seconds:.1f} s{rate})")
+    return 0
+
+
 _COMMANDS = {"summary": _summary, "filters": _filters, "features": _features, "check": _check,
              "demo": _demo, "report": _report, "saliency": _saliency, "patterns": _patterns,
-             "stats": _stats, "cam": _cam}
+             "stats": _stats, "cam": _cam, "dataset": _dataset}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -251,12 +251,13 @@ def _as_float(model, tensor: str, value, layer_name: str) -> np.ndarray:
 
 
 def _session(model, tensors: tuple, fast: bool = False):
-    key = (tensors, "fast") if fast else tensors
+    key = (tensors, "fast" if fast else "", tuple(sorted(model.session_options.items())))
     sess = model._sessions.get(key)
     if sess is None:
         sub = sub_model(model.proto, list(tensors))
-        sess = runtime.session(sub, model.base_dir, arena=False,  # memory as the guard counts it
-                               blocked=runtime.blocked(sub) if fast else None)
+        # no arena unless asked: memory as the guard counts it
+        sess = runtime.session(sub, model.base_dir, **{"arena": False, **model.session_options,
+                                                       "blocked": runtime.blocked(sub) if fast else None})
         if len(model._sessions) >= 8:  # a small cache: a session holds its weights in memory
             model._sessions.pop(next(iter(model._sessions)))
         model._sessions[key] = sess

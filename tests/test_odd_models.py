@@ -258,7 +258,7 @@ def test_auto_pad(tmp_path, auto_pad, capsys):
     assert_close(fm["c"], want, 1e-5)
     code, out, _ = run(["summary", path], capsys)
     assert code == 0 and out.splitlines()[3].split() == ["0", "c", "Conv", "5×3×4×4", "1", "2,2",
-                                                         "×".join(map(str, expected_shape)), "Relu"]
+                                                         "×".join(map(str, expected_shape)), "4×4", "Relu"]
 
 
 def test_dilated_strided_and_grouped_convs(tmp_path):

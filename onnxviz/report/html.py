@@ -33,6 +33,7 @@ from functools import lru_cache
 from importlib.resources import files
 
 from ..errors import format_bytes, format_shape
+from ..graph.receptive import field_text
 from .data import ImagePage, LayerPage, MapGrid, Picture, Report, Section, Tile
 
 __all__ = ["render", "model_card_html", "gallery_html", "COLUMNS"]
@@ -80,6 +81,7 @@ COLUMNS = (
     ("strides", "stride", _seq, "always"),
     ("dilations", "dilation", _seq, lambda vs: any(v and set(v) != {1} for v in vs)),
     ("output_shape", "feature map", format_shape, "always"),
+    ("receptive_field", "RF", field_text, "always"),
     ("activation", "after", lambda v: v or "-", "always"),
     ("folded", "folded in", lambda v: v or "-", any),
 )

@@ -15,8 +15,8 @@ be shown says why on the page, and warns (a model without a class output has no 
 
 A dataset folder holds, as ``onnxviz dataset`` writes it: ``index.txt`` (one image path a
 line), and per layer ``<layer>.png`` (top-K patches, one row per channel) and ``<layer>.npz``
-(``count`` and per-channel arrays), ``<layer>`` being the layer name made file-safe by
-:func:`onnxviz.output.safe_name`.
+(``count`` and per-channel arrays), ``<layer>`` being the layer name made file-safe as
+:func:`onnxviz.output.layer_stems` makes it over the model's layers.
 
 >>> ctx = Context(model, layers, images, scores=None, options={"dataset": "runs/ds"})   # doctest: +SKIP
 >>> dataset_sections(ctx)["block3_conv2"].title                                       # doctest: +SKIP
@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import OnnxvizError, OnnxvizWarning, listing
-from ..output import safe_name
+from ..output import layer_stems
 from .data import Picture, Section
 
 __all__ = ["Context", "PROVIDERS", "check_dataset", "check_cam", "cam_sections", "pattern_sections", "dataset_sections"]
@@ -209,8 +209,9 @@ def dataset_sections(ctx: Context) -> dict:
     names = os.listdir(folder)
     there = sorted({n[:-4] for n in names if n.endswith((".png", ".npz"))})
     out = {}
+    stems = layer_stems([l.name for l in ctx.model.layers])
     for layer in ctx.layers:
-        stem = safe_name(layer.name)
+        stem = stems[layer.name]
         path = os.path.join(folder, stem + ".png")
         if stem + ".png" not in names:
             out[layer.name] = Section("dataset", title, absent=(
