@@ -151,10 +151,11 @@ class GradientRunner:
     """One built backward graph and its session: ``run(x, seeds)`` → (values, grads, fetched)."""
 
     def __init__(self, model, terms: tuple, wrt: tuple, shape: tuple, *, guided: bool = False,
-                 fetch: tuple = (), others: dict | None = None):
+                 fetch: tuple = (), others: dict | None = None, shared_ties: bool = False):
         inp = model.input
         pinned = {inp.name: ("N",) + tuple(shape[1:])}
         self.graph = build(model.proto, terms, list(wrt), shapes=pinned, fetch=fetch, guided=guided,
+                           shared_ties=shared_ties,
                            base_dir=model.base_dir, probe=_probe(model, shape, others or {}))
         self.model, self.terms, self.wrt, self.fetch = model, terms, wrt, fetch
         self.session = runtime.session(self.graph.model, model.base_dir)
@@ -211,10 +212,13 @@ def cached(model, key, make):
     return found
 
 
-def runner(model, terms: tuple, wrt: tuple, shape: tuple, *, guided=False, fetch=(), others=None) -> GradientRunner:
-    """The cached :class:`GradientRunner` for this objective structure, wrt and input shape."""
-    return cached(model, ("gradients", terms, wrt, tuple(shape[1:]), guided, fetch),
-                  lambda: GradientRunner(model, terms, wrt, shape, guided=guided, fetch=fetch, others=others))
+def runner(model, terms: tuple, wrt: tuple, shape: tuple, *, guided=False, fetch=(), others=None,
+           shared_ties=False) -> GradientRunner:
+    """The cached :class:`GradientRunner` for this objective structure, wrt and input shape
+    (``shared_ties``: see :mod:`onnxviz.graph.backward`)."""
+    return cached(model, ("gradients", terms, wrt, tuple(shape[1:]), guided, fetch, shared_ties),
+                  lambda: GradientRunner(model, terms, wrt, shape, guided=guided, fetch=fetch, others=others,
+                                         shared_ties=shared_ties))
 
 
 def _per_item(value, n: int, what: str) -> np.ndarray:

@@ -123,11 +123,11 @@ def patterns(model, layer, channels=None, *, size=None, steps: int = 30, lr: flo
     c_in = c_dim if isinstance(c_dim, int) and c_dim > 0 else 3
     shape = (1, *hw, c_in) if nhwc else (1, c_in, *hw)
     tensor = _tensor_of(model, layer)
-    terms = (Term("channel", tensor, int(border)),)
+    terms = (Term("channel", tensor, int(border), one=True),)  # one channel per image: its conv alone
     act = model._index.producers.get(tensor)
     if revive and act is not None and act.op_type == "Relu":
-        terms += (Term("channel", act.input[0], int(border)),)
-    run = runner(model, terms, (inp.name,), shape)
+        terms += (Term("channel", act.input[0], int(border), one=True),)
+    run = runner(model, terms, (inp.name,), shape, shared_ties=True)  # from noise, a tie is a rounding accident
     count = run.graph.sizes[0]
     chosen = np.arange(count) if channels is None else np.atleast_1d(np.asarray(channels))
     if chosen.size == 0 or not np.issubdtype(chosen.dtype, np.integer):
