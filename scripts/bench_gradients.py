@@ -172,9 +172,9 @@ def _patterns_onnxviz(path: str, start: str) -> dict:
     return {"seconds": seconds, "per_filter": seconds / CHANNELS, "objective": [float(v) for v in p.activation]}
 
 
-def _patterns_tf(h5: str, start: str, filters: int) -> dict:
+def _keras_loop(h5: str):
+    """``(fx, gradient_ascent_step)``: the Keras VGG16 to block5_conv3 and keras.io's step, as written."""
     import keras
-    import numpy as np
     import tensorflow as tf
 
     model = keras.applications.VGG16(weights=None, include_top=False, input_shape=(SIZE, SIZE, 3))
@@ -182,7 +182,7 @@ def _patterns_tf(h5: str, start: str, filters: int) -> dict:
     fx = keras.Model(model.inputs, model.get_layer("block5_conv3").output)
 
     @tf.function
-    def gradient_ascent_step(img, filter_index, learning_rate):  # keras.io, as written
+    def gradient_ascent_step(img, filter_index, learning_rate):
         with tf.GradientTape() as tape:
             tape.watch(img)
             loss = tf.reduce_mean(fx(img)[:, 2:-2, 2:-2, filter_index])
@@ -190,6 +190,14 @@ def _patterns_tf(h5: str, start: str, filters: int) -> dict:
         img += learning_rate * grads
         return loss, img
 
+    return fx, gradient_ascent_step
+
+
+def _patterns_tf(h5: str, start: str, filters: int) -> dict:
+    import numpy as np
+    import tensorflow as tf
+
+    fx, gradient_ascent_step = _keras_loop(h5)
     starts = np.load(start)
     gradient_ascent_step(tf.constant(starts[:1]), tf.constant(0), 10.0)  # trace once, untimed
     per, objective = [], []
@@ -221,23 +229,10 @@ def _step_onnxviz(path: str, start: str, calls: int) -> dict:
 
 
 def _step_tf(h5: str, start: str, steps: int) -> dict:
-    import keras
     import numpy as np
     import tensorflow as tf
 
-    model = keras.applications.VGG16(weights=None, include_top=False, input_shape=(SIZE, SIZE, 3))
-    model.load_weights(h5)
-    fx = keras.Model(model.inputs, model.get_layer("block5_conv3").output)
-
-    @tf.function
-    def gradient_ascent_step(img, filter_index, learning_rate):  # keras.io, as written
-        with tf.GradientTape() as tape:
-            tape.watch(img)
-            loss = tf.reduce_mean(fx(img)[:, 2:-2, 2:-2, filter_index])
-        grads = tf.math.l2_normalize(tape.gradient(loss, img))
-        img += learning_rate * grads
-        return loss, img
-
+    _, gradient_ascent_step = _keras_loop(h5)
     img = tf.constant(np.load(start)[:1])
     times = []
     for k in range(steps + 2):
