@@ -226,7 +226,7 @@ def to_tensor(images, *, size: tuple, layout: str = "NCHW", preset: str = "raw",
 
 def batch_tensor(arrays: list, *, layout: str = "NCHW", preset: str = "raw", channels: int = 3,
                  dtype=np.float32) -> np.ndarray:
-    """The batch tensor of images already :func:`decode`\ d to one size: stacked, ``preset``
+    """The batch tensor of images already :func:`decode`-d to one size: stacked, ``preset``
     applied, made grey for ``channels=1``, laid out as ``layout``, in ``dtype``."""
     batch = np.stack(arrays).astype(np.float32)
     batch = apply_preset(batch, preset).astype(np.float32)

@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Gradient benchmarks (issue 12): the cost of a gradient, and patterns() against the TF loop.
 
-Side by side in one run, sides alternating (A B A B …) over ``--rounds`` rounds, each
-measurement a fresh child process; the table gives medians and the ratio of medians.
+Side by side in one run, sides alternating (A B A B …, the order rotated each round) over
+``--rounds`` rounds, each measurement a fresh child process; the tables give medians and the
+ratio of medians. Hold the lock: ``flock /work/bench.lock python scripts/bench_gradients.py``.
 
   g. a gradient (forward + backward in one onnxruntime session: the class score, the logit
      before the softmax, w.r.t. the input) vs the forward pass of the same sub-graph (the
@@ -16,13 +17,21 @@ measurement a fresh child process; the table gives medians and the ratio of medi
      ``scripts/keras_export.py``) from the same start images: seconds per filter (TF: the
      first ``--tf-filters`` filters; its ``tf.function`` traced on an untimed step first;
      onnxviz: the whole call, session built on an untimed first call), and the objective each
-     reaches (the mean of the channel away from a 2-pixel border at the final image).
+     reaches (the mean of the channel away from a 2-pixel border at the final image);
+  s. the same per step, one process each (the cross-check): the TF step on one image, median of
+     ``--steps-timed`` steps after 2 untimed; ``patterns`` on 16 channels (one session run of
+     16 images a step), 5 steps a call, per image and step (its final objective, one forward,
+     shared by the 5 steps), median of ``--steps-timed`` calls after an untimed one.
+
+``--baseline REV`` adds onnxviz at git revision REV (``git archive`` of its ``onnxviz/`` into
+the work folder) as a third side of g, p and s: before and after, measured in the same rounds.
 
     python scripts/bench_gradients.py                         # 3 rounds, prints the tables
     python scripts/bench_gradients.py --rounds 1 --tf-filters 2 --only g
+    python scripts/bench_gradients.py --baseline HEAD~1 --only ps
 
-Needs torch + torchvision (ResNet18) and the ``export`` extra (TF, for p). Models are cached
-in ``--workdir`` (default ``$TMPDIR/onnxviz-bench-gradients``). The machine load is
+Needs torch + torchvision (ResNet18) and the ``export`` extra (TF, for p and s). Models are
+cached in ``--workdir`` (default ``$TMPDIR/onnxviz-bench-gradients``). The machine load is
 recorded (``os.getloadavg``) at the start and the end: the figures of a loaded machine are
 noisy, ratios less so.
 """
@@ -44,13 +53,26 @@ REPO = os.path.dirname(HERE)
 CHANNELS, SIZE, STEPS = 64, 200, 30
 
 
-def child(argv: list[str]) -> dict:
-    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""),
+def child(argv: list[str], repo: str = REPO) -> dict:
+    """Run ``_child argv`` in a fresh process with onnxviz imported from ``repo``."""
+    env = dict(os.environ, PYTHONPATH=repo + os.pathsep + os.environ.get("PYTHONPATH", ""),
                TF_CPP_MIN_LOG_LEVEL="3", PYTHONWARNINGS="ignore")
     out = subprocess.run([sys.executable, __file__, "_child", *argv], capture_output=True, text=True, env=env)
     if out.returncode:
         raise SystemExit(f"child {argv} failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def checkout(rev: str, work: str) -> str:
+    """onnxviz as it is at git revision ``rev``, unpacked under ``work``; the folder to import it from."""
+    sha = subprocess.run(["git", "-C", REPO, "rev-parse", "--short", rev], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    dest = os.path.join(work, f"onnxviz-{sha}")
+    if not os.path.isdir(os.path.join(dest, "onnxviz")):
+        os.makedirs(dest, exist_ok=True)
+        archive = subprocess.run(["git", "-C", REPO, "archive", sha, "onnxviz"], capture_output=True, check=True).stdout
+        subprocess.run(["tar", "-x", "-C", dest], input=archive, check=True)
+    return dest
 
 
 # ----------------------------------------------------------------------------- models
@@ -150,9 +172,9 @@ def _patterns_onnxviz(path: str, start: str) -> dict:
     return {"seconds": seconds, "per_filter": seconds / CHANNELS, "objective": [float(v) for v in p.activation]}
 
 
-def _patterns_tf(h5: str, start: str, filters: int) -> dict:
+def _keras_loop(h5: str):
+    """``(fx, gradient_ascent_step)``: the Keras VGG16 to block5_conv3 and keras.io's step, as written."""
     import keras
-    import numpy as np
     import tensorflow as tf
 
     model = keras.applications.VGG16(weights=None, include_top=False, input_shape=(SIZE, SIZE, 3))
@@ -160,7 +182,7 @@ def _patterns_tf(h5: str, start: str, filters: int) -> dict:
     fx = keras.Model(model.inputs, model.get_layer("block5_conv3").output)
 
     @tf.function
-    def gradient_ascent_step(img, filter_index, learning_rate):  # keras.io, as written
+    def gradient_ascent_step(img, filter_index, learning_rate):
         with tf.GradientTape() as tape:
             tape.watch(img)
             loss = tf.reduce_mean(fx(img)[:, 2:-2, 2:-2, filter_index])
@@ -168,6 +190,14 @@ def _patterns_tf(h5: str, start: str, filters: int) -> dict:
         img += learning_rate * grads
         return loss, img
 
+    return fx, gradient_ascent_step
+
+
+def _patterns_tf(h5: str, start: str, filters: int) -> dict:
+    import numpy as np
+    import tensorflow as tf
+
+    fx, gradient_ascent_step = _keras_loop(h5)
     starts = np.load(start)
     gradient_ascent_step(tf.constant(starts[:1]), tf.constant(0), 10.0)  # trace once, untimed
     per, objective = [], []
@@ -181,6 +211,39 @@ def _patterns_tf(h5: str, start: str, filters: int) -> dict:
     return {"per_filter": statistics.median(per), "each": per, "objective": objective}
 
 
+def _step_onnxviz(path: str, start: str, calls: int) -> dict:
+    """patterns on 16 channels (one session run a step) per image and step: ``calls`` calls of 5
+    steps each, timed alone, after an untimed one that builds the sessions."""
+    import numpy as np
+    import onnxviz
+
+    m = onnxviz.load(path)
+    onnxviz.patterns(m, "block5_conv3", range(16), size=SIZE, steps=1, max_bytes="16G")
+    times = []
+    for _ in range(calls):
+        t = time.perf_counter()
+        p = onnxviz.patterns(m, "block5_conv3", range(16), size=SIZE, steps=5, max_bytes="16G")
+        times.append((time.perf_counter() - t) / (5 * 16))
+    assert np.isfinite(p.activation).all()
+    return {"per_image": statistics.median(times), "each": times}
+
+
+def _step_tf(h5: str, start: str, steps: int) -> dict:
+    import numpy as np
+    import tensorflow as tf
+
+    _, gradient_ascent_step = _keras_loop(h5)
+    img = tf.constant(np.load(start)[:1])
+    times = []
+    for k in range(steps + 2):
+        t = time.perf_counter()
+        loss, img = gradient_ascent_step(img, tf.constant(0), 10.0)
+        float(loss)
+        if k >= 2:
+            times.append(time.perf_counter() - t)
+    return {"per_image": statistics.median(times), "each": times}
+
+
 # ----------------------------------------------------------------------------- the run
 
 def main(argv=None) -> int:
@@ -188,50 +251,82 @@ def main(argv=None) -> int:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--calls", type=int, default=5)
     p.add_argument("--tf-filters", type=int, default=4)
-    p.add_argument("--only", default="gp")
+    p.add_argument("--steps-timed", type=int, default=6)
+    p.add_argument("--only", default="gps")
+    p.add_argument("--baseline", metavar="REV", help="also onnxviz at this git revision (before/after)")
     p.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "onnxviz-bench-gradients"))
     args = p.parse_args(argv)
     load0, t0 = os.getloadavg(), time.time()
     paths = make_models(args.workdir)
+    repos = {"onnxviz": REPO}
+    if args.baseline:
+        repos["before"] = checkout(args.baseline, args.workdir)
     rows: dict = {}
     for r in range(args.rounds):
         if "g" in args.only:
             for name, size in (("vgg16", 224), ("resnet18", 224)):
                 for batch in (1, 8):
-                    rows.setdefault(f"g.{name}.{batch}", []).append(
-                        child(["gradient", paths[name], str(size), str(batch), str(args.calls)]))
-        if "p" in args.only:
-            sides = [("p.onnxviz", ["patterns_onnxviz", paths["keras"], paths["start"]]),
-                     ("p.tf", ["patterns_tf", paths["h5"], paths["start"], str(args.tf_filters)])]
-            for key, a in (sides if r % 2 == 0 else sides[::-1]):
-                rows.setdefault(key, []).append(child(a))
+                    for side, repo in _rotated(list(repos.items()), r):
+                        rows.setdefault(f"g.{side}.{name}.{batch}", []).append(
+                            child(["gradient", paths[name], str(size), str(batch), str(args.calls)], repo))
+        for kind, ours, theirs in (("p", ["patterns_onnxviz", paths["keras"], paths["start"]],
+                                    ["patterns_tf", paths["h5"], paths["start"], str(args.tf_filters)]),
+                                   ("s", ["step_onnxviz", paths["keras"], paths["start"], str(args.steps_timed)],
+                                    ["step_tf", paths["h5"], paths["start"], str(args.steps_timed)])):
+            if kind in args.only:
+                sides = [(side, ours, repo) for side, repo in repos.items()] + [("tf", theirs, REPO)]
+                for side, a, repo in _rotated(sides, r):
+                    rows.setdefault(f"{kind}.{side}", []).append(child(a, repo))
         print(f"round {r + 1}/{args.rounds} done", file=sys.stderr)
     load1 = os.getloadavg()
     print(f"Run {time.strftime('%Y-%m-%d %H:%M')}, {args.rounds} rounds, {(time.time() - t0) / 60:.1f} min; "
           f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores; load average "
-          f"{load0[0]:.2f} at the start, {load1[0]:.2f} at the end.\n")
+          f"{load0[0]:.2f} at the start, {load1[0]:.2f} at the end"
+          + (f"; before = {args.baseline}" if args.baseline else "") + ".\n")
     print("| | measured (medians over rounds) | target | met | each round |\n|---|---|---|---|---|")
     for key, rounds in rows.items():
         if key.startswith("g."):
-            _, name, batch = key.split(".")
+            _, side, name, batch = key.split(".")
             ratio = [x["gradient"] / x["forward"] for x in rounds]
             f, g = (statistics.median(x[k] for x in rounds) for k in ("forward", "gradient"))
-            print(f"| g | {name} 224², batch {batch}: gradient {g * 1000:.0f} ms / forward {f * 1000:.0f} ms = "
+            label = "" if side == "onnxviz" else f" ({side})"
+            print(f"| g | {name} 224², batch {batch}{label}: gradient {g * 1000:.0f} ms / forward {f * 1000:.0f} ms = "
                   f"{g / f:.2f}× | ≤ 3× | {'yes' if g / f <= 3 else 'no'} | "
                   f"{' / '.join(f'{v:.2f}×' for v in ratio)} |")
-    if "p.onnxviz" in rows and "p.tf" in rows:
-        ours = statistics.median(x["per_filter"] for x in rows["p.onnxviz"])
-        tf_ = statistics.median(x["per_filter"] for x in rows["p.tf"])
-        k = args.tf_filters
-        mine = [statistics.median(x["objective"][i] for x in rows["p.onnxviz"]) for i in range(k)]
-        theirs = [statistics.median(x["objective"][i] for x in rows["p.tf"]) for i in range(k)]
-        worst = min(a / b for a, b in zip(mine, theirs) if b > 0) if any(b > 0 for b in theirs) else float("nan")
-        print(f"| p | patterns, 64 channels of block5_conv3 at 200², 30 steps: {ours:.2f} s per filter (onnxviz) vs "
-              f"{tf_:.2f} s (TF loop) = {tf_ / ours:.2f}× faster | ≥ 2× | {'yes' if tf_ / ours >= 2 else 'no'} | "
-              f"{_each(rows['p.onnxviz'])} vs {_each(rows['p.tf'])} |")
-        print(f"| p | objective reached, filters 0–{k - 1}: onnxviz / TF, worst filter {worst:.3f} | ≥ 0.9 | "
-              f"{'yes' if worst >= 0.9 else 'no'} | {' / '.join(f'{a:.3g} vs {b:.3g}' for a, b in zip(mine, theirs))} |")
+    for side in repos:
+        _patterns_rows(rows, side, args.tf_filters)
+    for side in repos:
+        if f"s.{side}" in rows and "s.tf" in rows:
+            ours = statistics.median(x["per_image"] for x in rows[f"s.{side}"])
+            tf_ = statistics.median(x["per_image"] for x in rows["s.tf"])
+            label = "" if side == "onnxviz" else f" ({side})"
+            each = [" / ".join(f"{x['per_image'] * 1000:.0f}" for x in rows[k]) for k in (f"s.{side}", "s.tf")]
+            print(f"| s | one step per image{label}: {ours * 1000:.0f} ms (onnxviz, 16 images a run) vs "
+                  f"{tf_ * 1000:.0f} ms (TF step) = {tf_ / ours:.2f}× faster | ≥ 2× | {'yes' if tf_ / ours >= 2 else 'no'} | "
+                  f"{each[0]} vs {each[1]} ms |")
     return 0
+
+
+def _rotated(items: list, r: int) -> list:
+    """The sides in a different order each round: A B C, B C A, C A B, …"""
+    k = r % len(items)
+    return items[k:] + items[:k]
+
+
+def _patterns_rows(rows: dict, side: str, k: int) -> None:
+    if f"p.{side}" not in rows or "p.tf" not in rows:
+        return
+    label = "" if side == "onnxviz" else f" ({side})"
+    ours = statistics.median(x["per_filter"] for x in rows[f"p.{side}"])
+    tf_ = statistics.median(x["per_filter"] for x in rows["p.tf"])
+    mine = [statistics.median(x["objective"][i] for x in rows[f"p.{side}"]) for i in range(k)]
+    theirs = [statistics.median(x["objective"][i] for x in rows["p.tf"]) for i in range(k)]
+    worst = min(a / b for a, b in zip(mine, theirs) if b > 0) if any(b > 0 for b in theirs) else float("nan")
+    print(f"| p | patterns{label}, 64 channels of block5_conv3 at 200², 30 steps: {ours:.2f} s per filter (onnxviz) "
+          f"vs {tf_:.2f} s (TF loop) = {tf_ / ours:.2f}× faster | ≥ 2× | {'yes' if tf_ / ours >= 2 else 'no'} | "
+          f"{_each(rows[f'p.{side}'])} vs {_each(rows['p.tf'])} |")
+    print(f"| p | objective reached{label}, filters 0–{k - 1}: onnxviz / TF, worst filter {worst:.3f} | ≥ 0.9 | "
+          f"{'yes' if worst >= 0.9 else 'no'} | {' / '.join(f'{a:.3g} vs {b:.3g}' for a, b in zip(mine, theirs))} |")
 
 
 def _each(rounds) -> str:
@@ -250,8 +345,12 @@ def _child(argv: list[str]) -> None:
         result = _gradient(rest[0], int(rest[1]), int(rest[2]), int(rest[3]))
     elif kind == "patterns_onnxviz":
         result = _patterns_onnxviz(*rest)
-    else:
+    elif kind == "patterns_tf":
         result = _patterns_tf(rest[0], rest[1], int(rest[2]))
+    elif kind == "step_onnxviz":
+        result = _step_onnxviz(rest[0], rest[1], int(rest[2]))
+    else:
+        result = _step_tf(rest[0], rest[1], int(rest[2]))
     print(json.dumps(result))
 
 

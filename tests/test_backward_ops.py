@@ -30,13 +30,15 @@ def node(op, inputs, outputs=("y",), **attrs):
 class Case:
     """``nodes`` computing ``y`` from ``inputs`` (``{name: array}``, all differentiated unless
     ``wrt`` says) and constants ``consts``; ``f32``: onnxruntime lacks the op in float64;
-    ``reference``: other nodes for the reference evaluator (an op it does not know)."""
+    ``reference``: other nodes for the reference evaluator (an op it does not know); ``shared_ties``:
+    the builder's option (2×2 MaxPools in the blocked layout)."""
 
     def __init__(self, nodes, inputs, consts=None, wrt=None, f32=False, opset=18, reference=None, dims=None,
-                 numpy=None):
+                 numpy=None, shared_ties=False):
         self.nodes, self.inputs, self.consts = nodes, inputs, consts or {}
         self.wrt = wrt or list(inputs)
         self.f32, self.opset, self.reference, self.dims, self.numpy = f32, opset, reference, dims or {}, numpy
+        self.shared_ties = shared_ties
 
     def model(self, dtype, nodes=None):
         elem = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
@@ -122,6 +124,10 @@ CASES = {
     "MaxPool-overlap": Case([node("MaxPool", ["x"], kernel_shape=[3, 3], strides=[1, 1], pads=[1, 1, 1, 1])], {"x": X}),
     "MaxPool-ceil-dilated": Case([node("MaxPool", ["x"], kernel_shape=[2, 2], strides=[2, 2], dilations=[2, 1],
                                        ceil_mode=1)], {"x": X}),
+    "MaxPool-tiled": Case([node("MaxPool", ["x"], kernel_shape=[2, 2], strides=[2, 2])], {"x": X}, f32=True,
+                          shared_ties=True),  # the blocked rule (an odd side: one row no window covers)
+    "MaxPool-tiled-even": Case([node("MaxPool", ["x"], kernel_shape=[2, 2], strides=[2, 2])], {"x": r(2, 8, 4, 6)},
+                               f32=True, shared_ties=True),
     "MaxPool-indices": Case([node("MaxPool", ["x"], ("y", "i"), kernel_shape=[2, 3], strides=[2, 2])], {"x": X}),
     "AveragePool": Case([node("AveragePool", ["x"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])], {"x": X},
                         f32=True),
@@ -189,6 +195,11 @@ def _conv_cases():
         "Conv-groups-stride2": ([], {"group": 2, "strides": [2, 2], "pads": [1, 0, 0, 1]}, r(6, 2, 3, 3),
                                 r(2, 4, 9, 8)),
         "Conv-stride3-5x5": ([], {"strides": [3, 3], "pads": [2, 1, 0, 2]}, r(4, 3, 5, 5), r(2, 3, 10, 11)),
+        # 8 input channels or more: dx is a Conv with flipped weights (fewer: a ConvTranspose)
+        "Conv-8in": ([], {"pads": [1, 1, 1, 1]}, r(4, 8, 3, 3), r(2, 8, 6, 7)),
+        "Conv-8in-dilated-pads": ([], {"dilations": [2, 1], "pads": [2, 0, 1, 1]}, r(4, 8, 3, 3), r(2, 8, 6, 7)),
+        "Conv-8in-groups": ([], {"group": 2, "pads": [1, 1, 1, 1]}, r(6, 4, 3, 3), r(2, 8, 6, 7)),
+        "Conv-8in-depthwise": ([], {"group": 8, "pads": [1, 1, 1, 1]}, r(8, 1, 3, 3), r(2, 8, 6, 7)),
     }
     out = {}
     for name, (_, attrs, weight, *data) in cases.items():
@@ -282,7 +293,8 @@ def test_rule_matches_finite_difference(key):
     dtype = np.float32 if case.f32 else np.float64
     model = case.model(dtype)
     feeds = {k: v.astype(dtype) for k, v in case.inputs.items()}
-    graph = build(model, [Term("score", "y")], case.wrt, probe=lambda names: _probe(model, feeds, names))
+    graph = build(model, [Term("score", "y")], case.wrt, probe=lambda names: _probe(model, feeds, names),
+                  shared_ties=case.shared_ties)
     sess = _session(graph.model)
     y = _session(model).run(["y"], feeds)[0]
     assert _rel(y, _reference(case)({k: v.astype(np.float64) for k, v in case.inputs.items()})) <= 1e-5
@@ -296,6 +308,22 @@ def test_rule_matches_finite_difference(key):
         want = _finite_difference(case, seed, w)
         assert got.dtype == dtype and got.shape == want.shape
         assert _rel(got, want) <= tol, (w, _rel(got, want))
+
+
+def test_max_pool_ties_go_to_the_first_maximum_or_are_shared_when_asked():
+    """Ties: the first maximum gets dy (torch, TF); with shared_ties (the blocked rule for VGG's 2×2
+    pools in float32) a window with k equal maxima gives each dy/k."""
+    x = np.array([[[[1, 1, 2, 0, 5], [1, 1, 0, 2, 5], [3, 0, 4, 4, 5]]]], np.float32)  # (1, 1, 3, 5): 2 windows
+    case = Case([node("MaxPool", ["x"], kernel_shape=[2, 2], strides=[2, 2])], {"x": x}, f32=True)
+    seed = np.array([[6.0, 10.0]], np.float32)
+    first, shared = np.zeros_like(x), np.zeros_like(x)
+    first[0, 0, 0, 0], first[0, 0, 0, 2] = 6, 10
+    shared[0, 0, :2, :2] = 6 / 4                   # four tied maxima
+    shared[0, 0, 0, 2] = shared[0, 0, 1, 3] = 10 / 2  # two
+    for ties, want in ((False, first), (True, shared)):
+        graph = build(case.model(np.float32), [Term("score", "y")], ["x"], shared_ties=ties)
+        dx = _session(graph.model).run([graph.grads["x"]], {"x": x, graph.seeds[0]: seed})[0]
+        np.testing.assert_allclose(dx, want, rtol=1e-6)
 
 
 def test_every_rule_has_a_case():

@@ -99,3 +99,25 @@ def test_bad_input(net, tmp_path):
         onnxviz.patterns(m, "k", size=64)
     assert str(e.value) == (f"model '{m.path}' has a fixed input size 32×32; size 64×64 cannot be used")
     assert onnxviz.patterns(m, "k", [0], steps=1).inputs.shape == (1, 3, 32, 32)  # its own size by default
+
+
+def test_one_channel_objective_equals_the_full_layers(net):
+    """Term(one=True), patterns' objective: the layer's conv for each image's channel alone gives the
+    objective and input gradient of the full layer, for one nonzero per seed row (weights ±, a zero row)."""
+    from onnxviz import runtime
+    from onnxviz.graph.backward import Term, build
+
+    tensor = net.layer("c3").tensor
+    x = np.random.default_rng(3).random((4, 3, 32, 32)).astype(np.float32)
+    seed = np.zeros((4, 32), np.float32)
+    seed[[0, 1, 2], [5, 0, 31]] = [1.0, 2.5, -0.5]  # image 3: no channel
+    out = {}
+    for one in (False, True):
+        g = build(net.proto, [Term("channel", tensor, 2, one=one)], ["input"], shapes={"input": ("N", 3, 32, 32)})
+        out[one] = runtime.session(g.model, net.base_dir).run([g.objective, g.grads["input"]],
+                                                              {"input": x, g.seeds[0]: seed})
+        convs = [n.name for n in g.model.graph.node if n.op_type == "Conv"]
+        assert ("c3" in convs) != one  # the full layer is gone
+    assert_close(out[True][0], out[False][0], 1e-5)
+    assert_close(out[True][1], out[False][1], 1e-5)
+    assert out[True][0][3] == 0 and not out[True][1][3].any()

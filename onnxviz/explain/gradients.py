@@ -151,16 +151,18 @@ class GradientRunner:
     """One built backward graph and its session: ``run(x, seeds)`` → (values, grads, fetched)."""
 
     def __init__(self, model, terms: tuple, wrt: tuple, shape: tuple, *, guided: bool = False,
-                 fetch: tuple = (), others: dict | None = None):
+                 fetch: tuple = (), others: dict | None = None, shared_ties: bool = False):
         inp = model.input
         pinned = {inp.name: ("N",) + tuple(shape[1:])}
         self.graph = build(model.proto, terms, list(wrt), shapes=pinned, fetch=fetch, guided=guided,
+                           shared_ties=shared_ties,
                            base_dir=model.base_dir, probe=_probe(model, shape, others or {}))
         self.model, self.terms, self.wrt, self.fetch = model, terms, wrt, fetch
         self.session = runtime.session(self.graph.model, model.base_dir)
         self.inputs = [i.name for i in self.session.get_inputs()]
         self.dtype = _NP_TYPES[inp.elem_type]
         self._budgeted = _Budgeted(self.graph.model, model)  # estimate() caches its shapes on it
+        self._forward = None  # the forward-only session of values(), made on first use
 
     def seed_dtype(self, k: int):
         elem = next(i for i in self.graph.model.graph.input if i.name == self.graph.seeds[k]).type.tensor_type.elem_type
@@ -194,6 +196,16 @@ class GradientRunner:
                     "--max-memory or ONNXVIZ_MAX_BYTES")
             batch = max(1, batch // 2)
 
+    def values(self, x: np.ndarray, seeds: list, others: dict | None = None) -> list:
+        """The value of each term at ``x``, without the gradient: a session of the graph pruned to
+        the forward (patterns' final objective: a whole gradient run costs 2.2× as much)."""
+        g = self.graph
+        if self._forward is None:
+            self._forward = runtime.session(sub_model(g.model, list(g.values)), self.model.base_dir)
+        inputs = {i.name for i in self._forward.get_inputs()}
+        feeds = {self.model.input.name: x, **dict(zip(g.seeds, seeds)), **(others or {})}
+        return runtime.run(self._forward, {k: v for k, v in feeds.items() if k in inputs}, list(g.values))
+
     def run(self, x: np.ndarray, seeds: list, others: dict | None = None, terms: bool = False) -> tuple:
         """One session run: objective values (N,), [grad per wrt], [fetched] (and with ``terms``,
         [value per term]); in the model's type."""
@@ -220,10 +232,13 @@ def cached(model, key, make):
     return found
 
 
-def runner(model, terms: tuple, wrt: tuple, shape: tuple, *, guided=False, fetch=(), others=None) -> GradientRunner:
-    """The cached :class:`GradientRunner` for this objective structure, wrt and input shape."""
-    return cached(model, ("gradients", terms, wrt, tuple(shape[1:]), guided, fetch),
-                  lambda: GradientRunner(model, terms, wrt, shape, guided=guided, fetch=fetch, others=others))
+def runner(model, terms: tuple, wrt: tuple, shape: tuple, *, guided=False, fetch=(), others=None,
+           shared_ties=False) -> GradientRunner:
+    """The cached :class:`GradientRunner` for this objective structure, wrt and input shape
+    (``shared_ties``: see :mod:`onnxviz.graph.backward`)."""
+    return cached(model, ("gradients", terms, wrt, tuple(shape[1:]), guided, fetch, shared_ties),
+                  lambda: GradientRunner(model, terms, wrt, shape, guided=guided, fetch=fetch, others=others,
+                                         shared_ties=shared_ties))
 
 
 def _per_item(value, n: int, what: str) -> np.ndarray:

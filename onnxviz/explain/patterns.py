@@ -32,6 +32,13 @@ gradient is rolled back), which suppresses the high-frequency checkerboards of s
 the Keras loop's gradient is 0 and the image never moves) climbs the mean of its ReLU's input
 instead, until it fires; channels alive at the start run the Keras loop unchanged.
 
+Speed: the gradient graph is built for this loop (see BENCHMARKS.md, "Gradients"): the layer's
+conv is computed for each image's channel alone (``Term(one=True)``,
+:mod:`onnxviz.graph.restrict`), 2×2 MaxPools stay in onnxruntime's blocked layout by sharing
+the gradient between tied maxima (``shared_ties``; from noise, a tie is a float32 rounding
+accident, as the argmax flips that make this loop and TF's drift apart slowly), and the final
+objective is a forward-only run.
+
 Known limits: images go to rank-4 (image) inputs only; a fixed-size model takes its own size.
 """
 
@@ -131,11 +138,11 @@ def patterns(model, layer, channels=None, *, size=None, steps: int = 30, lr: flo
     c_in = c_dim if isinstance(c_dim, int) and c_dim > 0 else 3
     shape = (1, *hw, c_in) if nhwc else (1, c_in, *hw)
     tensor = _tensor_of(model, layer)
-    terms = (Term("channel", tensor, int(border)),)
+    terms = (Term("channel", tensor, int(border), one=True),)  # one channel per image: its conv alone
     act = model._index.producers.get(tensor)
     if revive and act is not None and act.op_type == "Relu":
-        terms += (Term("channel", act.input[0], int(border)),)
-    run = runner(model, terms, (inp.name,), shape)
+        terms += (Term("channel", act.input[0], int(border), one=True),)
+    run = runner(model, terms, (inp.name,), shape, shared_ties=True)  # from noise, a tie is a rounding accident
     count = run.graph.sizes[0]
     chosen = np.arange(count) if channels is None else np.atleast_1d(np.asarray(channels))
     if chosen.size == 0 or not np.issubdtype(chosen.dtype, np.integer):
@@ -172,8 +179,8 @@ def patterns(model, layer, channels=None, *, size=None, steps: int = 30, lr: flo
             if progress is not None:
                 progress(lo * int(steps) + (s + 1) * len(part))
         x[lo:lo + step_b] = part
-        final[lo:lo + len(part)] = run.run(part.astype(dtype, copy=False), [one_hot] + [one_hot * 0] * (len(terms) - 1),
-                                           terms=True)[3][0]
+        final[lo:lo + len(part)] = run.values(part.astype(dtype, copy=False),
+                                              [one_hot] + [one_hot * 0] * (len(terms) - 1))[0]
     crop = max(0, min(int(crop), min(hw) // 4))
     bgr = _bgr(model)
     pictures = np.stack([deprocess(img if nhwc else img.transpose(1, 2, 0), crop, bgr) for img in x])

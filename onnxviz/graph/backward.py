@@ -17,7 +17,9 @@ change with the class or channel):
 * ``Term("score", T)``: ``Σ_k seed[n, k] · T[n].flatten()[k]`` — a one-hot seed is the class
   score ``T[n, c]`` (``T``: the logits, see :func:`onnxviz.graph.score.class_score_tensor`);
 * ``Term("channel", T, border=b)``: ``Σ_c seed[n, c] · mean(T[n, c, b:-b, b:-b])`` — a one-hot
-  seed is the mean activation of channel ``c`` away from a ``b``-pixel border.
+  seed is the mean activation of channel ``c`` away from a ``b``-pixel border. With ``one=True``
+  (a promise: one nonzero per seed row) a conv's channel is computed alone
+  (:mod:`onnxviz.graph.restrict`).
 
 **Gradient.** Only the nodes between a ``wrt`` tensor and the objective are differentiated;
 weights and other constant sub-expressions are not (no weight gradients). Each op's rule is
@@ -25,7 +27,10 @@ in :data:`RULES` (one small function per op, with the example it was made for); 
 the path without one, a tensor that does not reach the objective, or a weight input on the
 path is a one-line :class:`~onnxviz.errors.UnsupportedModelError` / :class:`LayerError`.
 ``guided=True`` applies guided backprop's ReLU rule (only positive gradients, through
-positive inputs). Gradients are computed in the model's own float type (float16 too).
+positive inputs). ``shared_ties=True`` lets 2×2 MaxPools share the gradient evenly between
+tied maxima instead of giving it to the first (torch's and TF's choice), which keeps their
+gradient in onnxruntime's blocked layout: for callers whose inputs make ties a rounding
+accident (gradient ascent from noise). Gradients are computed in the model's own float type (float16 too).
 
 **Quantized models.** ``QuantizeLinear``/``DequantizeLinear`` pass the gradient straight
 through (the rounding has none), except where a value falls outside the QuantizeLinear's
@@ -54,6 +59,7 @@ from ..errors import LayerError, UnsupportedModelError, listing
 from . import rules_layers, rules_pointwise, rules_shape
 from .emit import PREFIX, Emitter
 from .index import Index, body_inputs
+from .restrict import one_channel
 
 __all__ = ["Term", "GradGraph", "build", "RULES", "MIN_OPSET"]
 
@@ -76,11 +82,16 @@ _HINTS["QLinearMatMul"] = _HINTS["QLinearConv"]
 
 @dataclass(frozen=True)
 class Term:
-    """One term of the objective: ``kind`` ``"score"`` or ``"channel"`` of tensor ``tensor``."""
+    """One term of the objective: ``kind`` ``"score"`` or ``"channel"`` of tensor ``tensor``.
+
+    ``one``: each seed row has at most one nonzero (one channel per item, as patterns' loop):
+    the channel's conv may be computed for that channel alone (:mod:`onnxviz.graph.restrict`).
+    """
 
     kind: str
     tensor: str
     border: int = 0
+    one: bool = False
 
 
 @dataclass(frozen=True)
@@ -161,11 +172,12 @@ def _infer(model: onnx.ModelProto, known: dict | None = None) -> dict:
     return types
 
 
-def _objective(e: Emitter, terms, types_before: dict) -> tuple[list[str], list[str]]:
+def _objective(e: Emitter, terms, types_before: dict, index: Index) -> tuple[list[str], list[str]]:
     """Append the objective's nodes; return (seed input names, per-term values)."""
     seeds, values = [], []
     for k, term in enumerate(terms):
         seed = f"onnxviz_seed_{k}"
+        weight = seed
         if term.kind == "score":
             x = e.op("Flatten", [term.tensor], axis=1)
         elif term.kind == "channel":
@@ -175,17 +187,20 @@ def _objective(e: Emitter, terms, types_before: dict) -> tuple[list[str], list[s
                                  f"shape {list(dims)}")
             rank = len(dims) if dims is not None else 4
             x, axes = term.tensor, list(range(2, rank))
+            picked = one_channel(e, index, term.tensor, seed) if term.one else None
+            if picked is not None:
+                x, weight = picked
             if term.border:
                 b = int(term.border)
                 x = e.op("Slice", [x, e.ints([b] * len(axes)), e.ints([-b] * len(axes)), e.ints(axes)])
             x = e.reduce("ReduceMean", x, axes, keepdims=0)
         else:
             raise ValueError(f"unknown objective term kind {term.kind!r}")
-        # the seed laid out as x (Shape(x): the same symbolic dims), so that inference gives the
+        # the weight laid out as x (Shape(x): the same symbolic dims), so that inference gives the
         # product x's own dims, and its gradient needs no broadcast axes found at run time (an
         # exporter's Reshape can rename the batch dim: dynamo's view before a Linear head)
-        seed_like = e.op("Reshape", [seed, e.shape(x)])
-        values.append(e.reduce("ReduceSum", e.op("Mul", [x, seed_like]), [1], keepdims=0))
+        weight_like = e.op("Reshape", [weight, e.shape(x)])
+        values.append(e.reduce("ReduceSum", e.op("Mul", [x, weight_like]), [1], keepdims=0))
         seeds.append(seed)
     return seeds, values
 
@@ -251,11 +266,12 @@ def _needed(graph_nodes, outputs) -> list:
 
 
 def build(model: onnx.ModelProto, terms, wrt, *, shapes: dict | None = None, fetch=(),
-          guided: bool = False, base_dir: str = ".", probe=None) -> GradGraph:
+          guided: bool = False, shared_ties: bool = False, base_dir: str = ".", probe=None) -> GradGraph:
     """A new model computing the objective of ``terms`` and its gradient at each of ``wrt``.
 
     ``shapes``: ``{graph input: dims}`` to infer shapes at (a string for a symbolic batch);
-    ``fetch``: forward tensors to output too; ``guided``: guided-backprop ReLUs;
+    ``fetch``: forward tensors to output too; ``guided``: guided-backprop ReLUs; ``shared_ties``:
+    see the module docstring;
     ``base_dir``: where the model's external data is (for constant ``Slice``/``Pad`` inputs).
     ``probe``: ``fn(tensors) -> {tensor: (dims, elem_type)}``, asked for the tensors the
     objective needs that onnx's shape inference cannot type (after an op it does not know,
@@ -268,9 +284,10 @@ def build(model: onnx.ModelProto, terms, wrt, *, shapes: dict | None = None, fet
     proto = _at_opset(model)
     _pin_inputs(proto.graph, shapes or {})
     _check_names(proto.graph, [t.tensor for t in terms] + wrt + list(fetch))
-    e = Emitter(None, {}, _opset(proto), guided=guided)
+    e = Emitter(None, {}, _opset(proto), guided=guided, shared_ties=shared_ties)
     known = _probed(proto, terms, probe)
-    seeds, values, sizes = _append_objective(e, proto, terms, _infer(proto, known))
+    e.types.update(_infer(proto, known))
+    seeds, values, sizes = _append_objective(e, proto, terms, dict(e.types), Index(proto.graph, base_dir))
     e.types.update(_infer(proto, known))
     e.index = Index(proto.graph, base_dir)
     nodes = list(proto.graph.node)
@@ -306,13 +323,13 @@ def _probed(proto: onnx.ModelProto, terms, probe) -> dict:
     return probe(list(dict.fromkeys(untyped))) if untyped and probe is not None else {}
 
 
-def _append_objective(e: Emitter, proto: onnx.ModelProto, terms, types: dict) -> tuple:
+def _append_objective(e: Emitter, proto: onnx.ModelProto, terms, types: dict, index: Index) -> tuple:
     """The objective's nodes and seed inputs, appended to ``proto``; ``(seeds, per-term value
     outputs, sizes)``."""
     graph = proto.graph
     sizes = _sizes(terms, types)
     _check_borders(terms, types)
-    seeds, values = _objective(e, terms, types)
+    seeds, values = _objective(e, terms, types, index)
     total = values[0] if len(values) == 1 else e.op("Sum", values)
     e.nodes.append(helper.make_node("Identity", [total], [OBJECTIVE], name=PREFIX + "objective"))
     outputs = tuple(f"onnxviz_term_{k}" for k in range(len(terms))) if len(terms) > 1 else (OBJECTIVE,)

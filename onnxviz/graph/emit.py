@@ -59,11 +59,12 @@ class Rule:
 class Emitter:
     """New nodes and initializers of one backward graph, and lookups about forward tensors."""
 
-    def __init__(self, index, types: dict, opset: int, *, guided: bool = False):
+    def __init__(self, index, types: dict, opset: int, *, guided: bool = False, shared_ties: bool = False):
         self.index = index
         self.types = types          # {tensor: (dims, elem_type)} at the actual input shape
         self.opset = opset
         self.guided = guided
+        self.shared_ties = shared_ties  # MaxPool: tied maxima may share the gradient (see rules_layers)
         self.nodes: list[onnx.NodeProto] = []
         self.initializers: list[onnx.TensorProto] = []
         self._count = 0
@@ -137,7 +138,11 @@ class Emitter:
         """Record that the new tensor ``name`` has the dims of ``like`` (its own element type
         kept), so that the graph declares them: an op onnx cannot size (``MaxUnpool`` with a
         computed ``output_shape``) stays sizable for the memory guard and onnxruntime."""
-        self.types[name] = (self.types.get(like, (None, 0))[0], self.types.get(name, (None, 0))[1])
+        return self.sized(name, self.types.get(like, (None, 0))[0])
+
+    def sized(self, name: str, dims) -> str:
+        """Record the dims of the new tensor ``name`` (its element type kept): see :meth:`shaped_like`."""
+        self.types[name] = (tuple(dims) if dims is not None else None, self.types.get(name, (None, 0))[1])
         self.shaped.add(name)
         return name
 

@@ -6,7 +6,10 @@ the data input is differentiated (weights are constants). Convolutions go both w
 * ``Conv``'s ``dx`` with stride 1 is a ``Conv`` of ``dy`` with the weights flipped and their
   in/out channels swapped (per group), padded by ``d·(k − 1) − pad``: onnxruntime runs it in
   its blocked NCHWc layout. Measured (256→256 3×3 at 56², 2 cores): 14–15 ms, the forward
-  conv 13–18 ms, ``ConvTranspose`` 21–25 ms. With a stride, ``dx`` is a ``ConvTranspose`` with
+  conv 13–18 ms, ``ConvTranspose`` 21–25 ms. Except into fewer than 8 channels (the first
+  conv's RGB input), which the blocked layout does not fit: a ``ConvTranspose`` there (Keras
+  VGG16 at 200², 64 → 3: the whole patterns step 529 against 537 ms per image, one thread).
+  With a stride, ``dx`` is a ``ConvTranspose`` with
   the same weights, pads and ``output_padding = H − (s(H_out − 1) + d(k − 1) + 1 − pads)``
   (one stride-1 polyphase ``Conv`` + ``DepthToSpace`` was tried: ResNet18's gradient took the
   same time, 215 against 211 ms median, so it is not used).
@@ -88,7 +91,8 @@ def _conv_dx(e, node, x: str, w: str, dy: str) -> str:
     geo = _geometry(e, node, x, w)
     n, pads = geo["n"], geo["pads"]
     flip_pads = [sp - 1 - p for sp, p in zip(geo["span"] * 2, pads)]
-    if all(s == 1 for s in geo["strides"]) and all(p >= 0 for p in flip_pads):
+    narrow = e.static(w, node, (1,))[0] * geo["group"] < 8  # dx of few channels (an RGB input): ConvTranspose
+    if all(s == 1 for s in geo["strides"]) and all(p >= 0 for p in flip_pads) and not narrow:
         return e.op("Conv", [dy, _flipped(e, w, node, geo)], dilations=geo["dilations"], group=geo["group"],
                     pads=flip_pads, kernel_shape=geo["kernel"])
     h = e.static(x, node, range(2, 2 + n))
@@ -188,8 +192,9 @@ def group_norm(e, node, dy):
 # ------------------------------------------------------------------ pooling
 
 def _with_indices(e, node):
-    """MaxPool as the rule needs it: with its Indices output (added when the model has none)."""
-    if len(node.output) > 1 and node.output[1]:
+    """MaxPool as the rule needs it: with its Indices output (added when the model has none),
+    except for 2×2 windows that tile the input when ties may be shared (:func:`_tiled`)."""
+    if (len(node.output) > 1 and node.output[1]) or _tiled(e, node):
         return node
     new = onnx.NodeProto()
     new.CopyFrom(node)
@@ -198,14 +203,79 @@ def _with_indices(e, node):
     return new
 
 
+def _tiled(e, node) -> bool:
+    """A float32 MaxPool of 2×2 windows, stride 2, no pads (VGG's), on a known (N, C, H, W), whose
+    model reads no Indices output, in a graph built with ``shared_ties``: :func:`_max_pool_tiled`
+    differentiates it."""
+    x, kernel = node.input[0], node_attr(node, "kernel_shape", None)
+    dims = e.dims(x) or ()
+    if (not e.shared_ties or list(kernel or ()) != [2, 2] or e.types.get(x, (None, 0))[1] != onnx.TensorProto.FLOAT or len(dims) != 4
+            or not all(isinstance(d, int) and d > 0 for d in dims[1:]) or (len(node.output) > 1 and node.output[1])):
+        return False
+    plain = node_attr(node, "auto_pad", b"NOTSET") in (b"NOTSET", "NOTSET", b"VALID", "VALID")
+    return (plain and list(node_attr(node, "strides", None) or []) == [2, 2] and not any(node_attr(node, "pads", None) or [])
+            and list(node_attr(node, "dilations", None) or [1, 1]) == [1, 1] and not node_attr(node, "ceil_mode", 0)
+            and not node_attr(node, "storage_order", 0))
+
+
+#: ``1/(1 + s)`` for ``s`` = 0 … 3 other maxima in a window: the cubic through those four points,
+#: ``1 + s·(−3/4 + s·(7/24 − s/24))``, exactly 1 at ``s = 0`` (no tie, the usual case).
+_SHARE = (-1 / 24, 7 / 24, -3 / 4, 1.0)
+
+
+def _max_pool_tiled(e, node, dy):
+    """MaxPool of 2×2 windows that tile the input (VGG16's pools), ties shared (the builder's
+    ``shared_ties``: patterns' gradient ascent): dx = up(dy / ties) · [x = up(y)],
+    ``up`` the nearest-neighbour upsampling (Resize), so that every op stays in onnxruntime's
+    blocked NCHWc layout: ``x − up(y)`` is a depthwise 1×1 Conv of weight −1 with ``x`` added in,
+    ``[… = 0]`` a ``HardSigmoid(·, α = 3e38, β = 1)`` fused into it, the ties of each window an
+    AveragePool of that mask, ``1/ties`` a cubic in it (:data:`_SHARE`: depthwise Convs and Muls). MaxPool with
+    its Indices output runs outside the blocked layout, between reorders. Measured (Keras VGG16
+    to block5_conv3 at 200², batch 8, one thread; forward + input gradient): 571 ms per image
+    against 597 with Indices and MaxUnpool.
+
+    Ties (a flat region) share dy evenly, as torch's ``amax`` does (torch's and TF's MaxPool give
+    it all to the first maximum); values within 3.4e-39 of their window's maximum count as ties.
+    """
+    x, y = node.input[0], node.output[0]
+    c, h, w = e.static(x, node)
+    n, _, ph, pw = e.dims(y) or (None,) * 4
+    if not all(isinstance(d, int) for d in (ph, pw)):
+        ph, pw = h // 2, w // 2
+
+    def affine(t: str, a: float, b: float, like: str) -> str:  # a·t + b, a depthwise 1×1 Conv
+        out = e.op("Conv", [t, e.const(np.full((c, 1, 1, 1), a), like=x), e.const(np.full(c, b), like=x)],
+                   group=c, kernel_shape=[1, 1])
+        return e.shaped_like(out, like)
+
+    def up(t: str) -> str:  # every window filled with its value; a row or column no window covers: 0
+        u = e.sized(e.op("Resize", [t, "", e.const([1, 1, 2, 2], like=x)], mode="nearest",
+                         coordinate_transformation_mode="asymmetric", nearest_mode="floor"), (n, c, 2 * ph, 2 * pw))
+        if (2 * ph, 2 * pw) != (h, w):
+            u = e.shaped_like(e.op("Pad", [u, e.ints([0, 0, 0, 0, 0, 0, h - 2 * ph, w - 2 * pw])]), x)
+        return u
+
+    below = e.shaped_like(e.op("Add", [affine(up(y), -1.0, 0.0, x), x]), x)         # x − its window's max ≤ 0
+    mask = e.shaped_like(e.op("HardSigmoid", [below], alpha=3e38, beta=1.0), x)       # 1 at the maxima
+    ties = e.shaped_like(e.op("AveragePool", [mask], kernel_shape=[2, 2], strides=[2, 2]), y)  # maxima / 4
+    others = affine(ties, 4.0, -1.0, y)                                                 # maxima − 1
+    share = affine(others, _SHARE[0], _SHARE[1], y)
+    for coef in _SHARE[2:]:
+        share = affine(e.shaped_like(e.op("Mul", [share, others]), y), 1.0, coef, y)
+    return [e.op("Mul", [up(e.shaped_like(e.op("Mul", [dy[0], share]), y)), mask])]
+
+
 def max_pool(e, node, dy):
-    """MaxPool (VGG16): dy goes to the argmax of each window, through the Indices output (flat
-    indices into the input). Windows that do not overlap (VGG's 2×2 stride 2) put it there with
-    MaxUnpool; overlapping ones (ResNet's 3×3 stride 2, Inception's 3×3 stride 1) sum their
-    shares with ScatterElements: MaxUnpool assigns. Measured (4×64×112², 2 cores, loaded):
-    MaxPool with Indices then MaxUnpool 53–84 ms, then ScatterElements 115–123 ms."""
+    """MaxPool (VGG16): dy goes to the argmax of each window (the first, among ties). 2×2 windows
+    that tile the input, ties shared: :func:`_max_pool_tiled`. Otherwise through the Indices output (flat indices into the input):
+    windows that do not overlap put it there with MaxUnpool; overlapping ones (ResNet's 3×3
+    stride 2, Inception's 3×3 stride 1) sum their shares with ScatterElements: MaxUnpool assigns.
+    Measured (4×64×112², 2 cores, loaded): MaxPool with Indices then MaxUnpool 53–84 ms, then
+    ScatterElements 115–123 ms."""
     if node_attr(node, "storage_order", 0):
         raise UnsupportedModelError(f"MaxPool '{node.name}' has storage_order=1; its gradient is not supported")
+    if _tiled(e, node):
+        return _max_pool_tiled(e, node, dy)
     x = node.input[0]
     geo = _geometry(e, node, x, x)
     overlap = any(s < sp for s, sp in zip(geo["strides"], geo["span"]))
