@@ -346,8 +346,9 @@ def _cam_parser(sub, common) -> None:
     c.add_argument("model", metavar="MODEL")
     c.add_argument("image", metavar="IMAGE", nargs="+",
                    help="images, or one .npy array of the model input's shape (a batch), fed as is")
-    c.add_argument("--method", choices=CAM_METHODS, default="ablation", metavar="M",
-                   help=f"one of {', '.join(CAM_METHODS)} (default ablation)")
+    c.add_argument("--method", choices=("auto",) + CAM_METHODS, default="auto", metavar="M",
+                   help=f"auto (the default: Grad-CAM, else AblationCAM where no gradient can be built) or one "
+                        f"of {', '.join(CAM_METHODS)}")
     c.add_argument("--layer", metavar="L", help="a conv layer or any tensor name (default: the last map before "
                    "the global pooling or flatten)")
     which = c.add_mutually_exclusive_group()

@@ -35,6 +35,40 @@ MODELS = {
 }
 
 
+def imagenet_labels(keras_home: str | None = None) -> list[str] | None:
+    """Keras' 1,000 ImageNet class names (``imagenet_class_index.json``, which
+    ``keras.applications.imagenet_utils.decode_predictions`` downloads into the Keras cache),
+    or ``None`` when it is not there: nothing is downloaded."""
+    import json
+
+    home = keras_home or os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
+    path = os.path.join(home, "models", "imagenet_class_index.json")
+    try:
+        with open(path, encoding="utf-8") as f:
+            index = json.load(f)
+        return [index[str(k)][1] for k in range(len(index))]
+    except (OSError, ValueError, KeyError, IndexError, TypeError):
+        return None
+
+
+def read_labels(option: str, include_top: bool) -> list[str] | None:
+    """The ``--labels`` option's names (see :func:`parse_args`)."""
+    from keras_export import ExportError
+
+    if option == "none" or (option == "auto" and not include_top):
+        return None
+    if option == "auto":
+        return imagenet_labels()
+    try:
+        with open(option, encoding="utf-8") as f:
+            names = [line.strip() for line in f if line.strip()]
+    except OSError as e:
+        raise ExportError(f"cannot read the labels file '{option}': {e.strerror or e}") from None
+    if not names:
+        raise ExportError(f"labels file '{option}' is empty; give one class name a line")
+    return names
+
+
 def _parse_size(text: str) -> tuple[int, int]:
     try:
         h, w = (int(v) for v in text.replace("x", ",").split(","))
@@ -72,6 +106,10 @@ def parse_args(argv=None):
                    help="for comparison only: the ordinary tf2onnx.convert.from_keras path (no metadata; "
                         "needs > 24 GB for VGG16)")
     p.add_argument("--large-model", action="store_true", help="with --plain: tf2onnx's large_model=True")
+    p.add_argument("--labels", default="auto", metavar="auto|none|FILE",
+                   help="class names written into the model (onnxviz.labels): a file of one name per line; "
+                        "'auto' (default): Keras' ImageNet names when its class index is in the Keras cache "
+                        "(keras.applications' decode_predictions puts it there), for a model with its top")
     p.add_argument("--verbose", action="store_true", help="print per-phase time and memory")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     return p.parse_args(argv)
@@ -162,7 +200,8 @@ def main(argv=None) -> int:
             from keras_export import export_keras_model
             info = export_keras_model(model, out, preprocess=preprocess, channel_order=order,
                                       source=source, weights_desc=weights_desc, check=args.check,
-                                      input_size=size, opset=args.opset, verbose=args.verbose)
+                                      input_size=size, opset=args.opset, verbose=args.verbose,
+                                      labels=read_labels(args.labels, args.include_top))
         t_export = time.perf_counter() - t1
     except ExportError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -363,7 +363,7 @@ def _write_model(skeleton, big_names, shapes, produce, path: Path, external_loca
 # --------------------------------------------------------------------------- public API
 def export_keras_model(model, out_path, *, preprocess: str, channel_order: str, source: str,
                        weights_desc: str, check: bool = True, input_size=None, opset: int = 17,
-                       tolerance: float = 1e-4, seed: int = 0, verbose: bool = False) -> dict:
+                       tolerance: float = 1e-4, seed: int = 0, verbose: bool = False, labels=None) -> dict:
     """Convert a single-input, channels-last Keras CNN to ONNX with low memory.
 
     Args:
@@ -374,6 +374,8 @@ def export_keras_model(model, out_path, *, preprocess: str, channel_order: str, 
         channel_order: ``BGR`` or ``RGB``: the order the first conv sees.
         source: free text for ``onnxviz.source``.
         weights_desc: ``imagenet``, ``random`` or the ``.h5`` file name.
+        labels: the class names, one per output class, written as ``onnxviz.labels`` (a JSON
+            list) so that onnxviz names the classes; ``None``: none written.
         check: run Keras and onnxruntime on one random preprocessed image and raise
             ``ExportError`` if the largest relative difference exceeds ``tolerance``; also
             check that every Conv's weights equal its Keras kernel (transposed to OIHW).
@@ -531,6 +533,12 @@ def export_keras_model(model, out_path, *, preprocess: str, channel_order: str, 
         "source": source,
         "weights": weights_desc,
     }
+    if labels is not None:
+        labels = [str(name) for name in labels]
+        classes = og.output[0].type.tensor_type.shape.dim[-1].dim_value if og.output else 0
+        if classes and len(labels) != classes:
+            raise ExportError(f"{len(labels)} labels for a model of {classes} classes; give one name per class")
+        meta["labels"] = json.dumps(labels)
     helper.set_model_props(skeleton, {META_PREFIX + k: str(v) for k, v in meta.items()})
     skeleton.doc_string = (f"{source}; weights: {weights_desc}; input NHWC float32 "
                            f"(N,{input_size[0]},{input_size[1]},{channels}), preprocess {preprocess}, "

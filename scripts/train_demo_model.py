@@ -470,7 +470,8 @@ def main(argv=None) -> int:
             r["model"], out, preprocess="unit", channel_order="RGB",
             source=(f"scripts/train_demo_model.py: VGG-style demo CNN trained on demo_shapes "
                     f"(Keras {_v('keras')}, tf2onnx {_v('tf2onnx')})"),
-            weights_desc=f"trained on scripts/demo_shapes.py images, seed {args.seed}")
+            weights_desc=f"trained on scripts/demo_shapes.py images, seed {args.seed}",
+            labels=demo_shapes.CLASSES)
         print(f"wrote {out} ({out.stat().st_size / 1024:.0f} KiB); self-check max relative difference "
               f"{info['max_rel_diff']:.2g}, conv weights == Keras kernels: "
               f"{info['filters_checked']}/{info['n_conv']}")

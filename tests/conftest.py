@@ -116,3 +116,19 @@ def grad_cam():
             raise
         pytest.skip(f"pytorch-grad-cam is not installed ({e}); pip install '.[test]'")
     return pytorch_grad_cam
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """With ONNXVIZ_REQUIRE_ALL set (CI), a skipped test is a failure: every extra the tests use
+    (TensorFlow, torch, pytorch-grad-cam, Ray, the browser, nbclient) must be there."""
+    skipped = terminalreporter.stats.get("skipped", [])
+    if os.environ.get("ONNXVIZ_REQUIRE_ALL") and skipped:
+        terminalreporter.write_line(f"error: {len(skipped)} skipped under ONNXVIZ_REQUIRE_ALL (install every "
+                                    "extra: pip install '.[test,export,ray]')", red=True)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if os.environ.get("ONNXVIZ_REQUIRE_ALL") and reporter is not None and reporter.stats.get("skipped") \
+            and exitstatus == 0:
+        session.exitstatus = 1

@@ -390,8 +390,8 @@ def test_bad_input_says_what_is_valid(tmp_path, photos):
     m = onnxviz.load(path)
     forward = format_bytes(estimate(m, ["fc_out"], (1, 3, SIDE, SIDE))["total"])  # the scores, before the gradients
     cases = [
-        (dict(method="gradcam"), OnnxvizError, "unknown CAM method 'gradcam'; methods are: eigen, score, ablation, "
-                                               "grad, grad++, xgrad, layer, hires, guided-grad"),
+        (dict(method="gradcam"), OnnxvizError, "unknown CAM method 'gradcam'; methods are: auto, eigen, score, "
+                                               "ablation, grad, grad++, xgrad, layer, hires, guided-grad"),
         (dict(method="grad", target=5), OnnxvizError, "class 5 is out of range: the model scores 5 classes (0–4)"),
         (dict(method="grad", target=[1, 2, 3]), OnnxvizError,
          "target has 3 values for 2 images; give one class, or one per image"),
@@ -451,3 +451,36 @@ def test_no_budget_runs_unchecked(tmp_path, photos):
     for method in ("grad", "score", "ablation", "eigen"):
         np.testing.assert_array_equal(onnxviz.cam(m, photos, method, "c2", max_bytes="off").heatmap,
                                       onnxviz.cam(m, photos, method, "c2").heatmap)
+
+
+def test_auto_is_grad_cam_else_ablation_cam(tmp_path, photos):
+    """The default method: Grad-CAM; AblationCAM, said, where an op on the path (Sin) has no
+    gradient rule; on a model without class output the error names 'auto' and EigenCAM."""
+    from builders import Net, save
+
+    path, _ = classifier(tmp_path / "m.onnx")
+    m = onnxviz.load(path)
+    c, want = onnxviz.cam(m, photos), onnxviz.cam(m, photos, "grad")
+    assert c.method == "grad" and np.array_equal(c.heatmap, want.heatmap)
+    net = Net(("N", 3, 20, 20), seed=3)
+    net.conv(3, 4, name="c0"); net.act()
+    net.conv(4, 6, name="c1"); net.act()
+    net.cur = net.node("GlobalAveragePool", [net.cur])
+    net.cur = net.node("Flatten", [net.cur])
+    net.cur = net.node("Sin", [net.cur])
+    net.cur = net.node("Gemm", [net.cur, net.init("w", net.r.standard_normal((6, 4)).astype(np.float32))])
+    sin = onnxviz.load(save(net.model(metadata={"onnxviz.preprocess": "unit"}), tmp_path / "sin.onnx"))
+    x = np.random.default_rng(0).random((2, 3, 20, 20), np.float32)
+    with pytest.warns(onnxviz.OnnxvizWarning) as caught:
+        c = onnxviz.cam(sin, x, target=[1, 3])
+    (w,) = caught
+    assert str(w.message).startswith("AblationCAM instead of Grad-CAM (method 'auto'): Grad-CAM needs a gradient, "
+                                     "and no gradient rule for Sin node ")
+    want = onnxviz.cam(sin, x, "ablation", target=[1, 3])
+    assert c.method == "ablation" and np.array_equal(c.heatmap, want.heatmap)
+    style = onnxviz.load(style_net(tmp_path / "s.onnx"))
+    with pytest.raises(onnxviz.UnsupportedModelError) as e:
+        onnxviz.cam(style, np.zeros((1, 3, SIDE, SIDE), np.float32))
+    assert str(e.value).startswith("method 'auto' (Grad-CAM, else AblationCAM) explains a class score, and the model "
+                                   "has no class output")
+    assert str(e.value).endswith("; EigenCAM (method 'eigen') needs none")

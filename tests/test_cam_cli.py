@@ -1,6 +1,8 @@
 """`onnxviz cam` and `onnxviz features --overlay`, in-process through main(argv): PNGs that decode,
 exact stdout lines, exact one-line errors, and no output file on failure."""
 
+import re
+
 import numpy as np
 from PIL import Image
 
@@ -47,7 +49,7 @@ def test_cam_several_images_and_a_tensor(tmp_path, capsys):
     np.save(tmp_path / "x.npy", np.random.default_rng(0).random((1, 64, 64, 3)).astype(np.float32))
     code, stdout, err = run(["cam", DEMO, tmp_path / "x.npy", "--method", "score", "--top-channels", "8",
                              "--class", "2", "-o", tmp_path / "s.png"], capsys)
-    assert code == 0 and err == "" and stdout.startswith(f"wrote {tmp_path}/s.png  (ScoreCAM of class '2' (score ")
+    assert code == 0 and err == "" and stdout.startswith(f"wrote {tmp_path}/s.png  (ScoreCAM of class 'stripes_diag_up' (score ")  # the model's labels
 
 
 def test_cam_errors_are_one_line_and_write_nothing(tmp_path, capsys):
@@ -115,3 +117,33 @@ def test_method_list_is_the_library_s():
     from onnxviz import cli
     from onnxviz.explain.cam import METHODS
     assert cli.CAM_METHODS == tuple(METHODS)
+
+
+def test_progress_bar_on_a_terminal_only(tmp_path, monkeypatch):
+    """ScoreCAM's runs are counted by a tqdm bar on stderr when it is a terminal (shown at once
+    here: the bar's 2 s delay set to 0), never with --quiet or when stderr is not a terminal."""
+    import io
+    import sys
+
+    import tqdm
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    real = tqdm.tqdm
+
+    def at_once(*a, **kw):
+        return real(*a, **{**kw, "delay": 0})
+
+    monkeypatch.setattr(tqdm, "tqdm", at_once)
+    shown = {}
+    for name, stream, extra in [("tty", Terminal(), []), ("quiet", Terminal(), ["--quiet"]),
+                                ("pipe", io.StringIO(), [])]:
+        monkeypatch.setattr(sys, "stderr", stream)
+        code = main(["cam", DEMO, PHOTO, "--method", "score", "--batch", "16", *extra, "-o",
+                     str(tmp_path / f"{name}.png")])
+        assert code == 0
+        shown[name] = stream.getvalue()
+    assert re.search(r"score: +\d+%\|.*\| \d+/\d+ \[", shown["tty"]), shown["tty"]
+    assert shown["quiet"] == "" and shown["pipe"] == ""

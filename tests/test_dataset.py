@@ -465,3 +465,18 @@ def test_ray_worker_errors_are_one_line(cluster, tmp_path):
     with pytest.raises(onnxviz.ModelError) as e:
         list(run_ray(job, [(0, str(tmp_path / "a.png"))], batch=4, workers=1))
     assert str(e.value) == f"model file '{tmp_path / 'gone.onnx'}' does not exist"
+
+
+def test_cli_joins_a_running_cluster_by_address(folder, demo, whole, cluster, tmp_path):
+    """``--address`` joins the cluster already running (this module's), from another process:
+    the same files as the local engine, and the cluster is left running."""
+    address = cluster.get_runtime_context().gcs_address
+    out = tmp_path / "joined"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]))
+    r = subprocess.run([sys.executable, "-m", "onnxviz", "dataset", demo_model_path(), folder[0], "--layer", LAYERS[0],
+                        "--layer", LAYERS[1], "--top", "5", "--batch", "6", "--engine", "ray", "--address", address, "--workers", "2",
+                        "--quiet", "-o", str(out)], env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    for name in ("block1_conv2.npz", "block3_conv2.npz", "block3_conv2.png", "skipped.txt", "index.txt"):
+        assert (out / name).read_bytes() == open(os.path.join(whole.out, name), "rb").read()
+    assert cluster.is_initialized() and cluster.cluster_resources().get("CPU") == 2

@@ -28,6 +28,7 @@ CELLS = [
     "isinstance(fm, dict), sorted(fm), fm['block1_conv2'].shape",
     "onnxviz.saliency(m, 'models/demo_sample.png', target=2)",
     "onnxviz.patterns(m, 'block2_conv1', [0, 3, 5], steps=3)",
+    "onnxviz.cam(m, 'models/demo_sample.png', method='grad', target=2)",
 ]
 
 
@@ -114,7 +115,8 @@ def test_the_mixin_gives_any_result_type_the_same_display():
     assert len(shown) == MAX_SHOWN and "… and 2 more not shown" in html
 
 
-def test_saliency_and_patterns_show_as_their_pictures(outputs):
+def test_saliency_patterns_and_cam_show_as_their_pictures(outputs):
+    from onnxviz.render.overlay import cam_picture
     from onnxviz.render.patterns import heatmap_image, patterns_image
 
     m = onnxviz.load(str(ROOT / "models" / "demo.onnx"))
@@ -124,3 +126,7 @@ def test_saliency_and_patterns_show_as_their_pictures(outputs):
     p = onnxviz.patterns(m, "block2_conv1", [0, 3, 5], steps=3)
     want = patterns_image(p.images, p.channels, "block2_conv1: patterns")
     assert np.array_equal(one_picture(outputs[9]), np.asarray(want.convert("RGB")))
+    c = onnxviz.cam(m, str(ROOT / "models" / "demo_sample.png"), method="grad", target=2)
+    shown = one_picture(outputs[10])
+    assert np.array_equal(shown, np.asarray(cam_picture(c, 0).convert("RGB")))
+    assert shown.shape[0] > c.heatmap.shape[1]  # the overlay at the input size, under its title

@@ -92,6 +92,14 @@ def test_bad_input(net, tmp_path):
     with pytest.raises(OnnxvizError) as e:
         onnxviz.patterns(net, "c2", steps=0)
     assert str(e.value) == "steps must be 1 or more and lr positive, not steps=0, lr=10.0"
+    with pytest.raises(OnnxvizError) as e:
+        onnxviz.patterns(net, "c2", [0, 1], size=32, start=np.zeros((1, 3, 32, 32)))
+    assert str(e.value) == ("start must be 'keras', 'gray' or an array of shape [2, 3, 32, 32] (one image per "
+                            "channel, as the input is laid out), not shape [1, 3, 32, 32]")
+    start = np.random.default_rng(0).random((2, 3, 32, 32)).astype(np.float32)
+    kept = start.copy()
+    p = onnxviz.patterns(net, "c2", [0, 1], size=32, steps=1, start=start)
+    assert np.array_equal(start, kept) and not np.array_equal(p.inputs, start)  # the caller's array is not moved
     fixed = Net((1, 3, 32, 32))
     fixed.conv(3, 4, name="k"); fixed.act()
     m = onnxviz.load(save(fixed.model(), tmp_path / "fixed.onnx"))

@@ -13,6 +13,7 @@ The methods, one small file each over :mod:`.base`, with pytorch-grad-cam 1.5.7'
 ===============  ===============  ========================================================
 ``method``       paper            what runs
 ===============  ===============  ========================================================
+``auto``         (the default)    Grad-CAM, else AblationCAM where no gradient can be built
 ``eigen``        EigenCAM         one forward run to the layer, an SVD per image; no class
 ``score``        ScoreCAM         one forward run per channel (the masked inputs, batched)
 ``ablation``     AblationCAM      one forward run, then the graph after the layer per channel
@@ -48,11 +49,14 @@ masks the input tensor after preprocessing, as pytorch-grad-cam does.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from .. import preprocess as prep
 from ..classes import class_scores, class_tensors, read_labels
-from ..errors import ImageError, LayerError, ModelError, OnnxvizError, UnsupportedModelError, format_shape
+from ..errors import (ImageError, LayerError, ModelError, OnnxvizError, OnnxvizWarning, UnsupportedModelError,
+                      format_shape)
 from ..features import _other_feeds, _ready_tensor, input_tensor, run_tensors
 from ..graph.index import node_attr
 from .ablation import AblationCAM
@@ -73,6 +77,10 @@ METHODS: dict[str, type[CamMethod]] = {
     "eigen": EigenCAM, "score": ScoreCAM, "ablation": AblationCAM, "grad": GradCAM, "grad++": GradCAMPlusPlus,
     "xgrad": XGradCAM, "layer": LayerCAM, "hires": HiResCAM, "guided-grad": GradCAM,
 }
+#: ``method="auto"`` (the default): Grad-CAM, one forward and backward run for all its maps;
+#: where the gradient cannot be built (an op on the path without a backward rule), AblationCAM,
+#: which runs forward only (the graph after the layer, once per channel), with a warning saying why.
+AUTO, AUTO_FALLBACK = "grad", "ablation"
 _OPTIONS = {"batch_size": 32, "top_channels": None, "sign_correction": False}  # option → its default
 _GUIDED = "guided-grad"
 
@@ -203,13 +211,21 @@ def _forward(model, x: np.ndarray, tensors: tuple, feeds: dict, max_bytes) -> li
     return [np.concatenate([p[k] for p in parts]) for k in range(len(tensors))]
 
 
+class _NoClass(UnsupportedModelError):
+    """A method that explains a class score, on a model without one; ``reason``: why not."""
+
+    def __init__(self, key: str, title: str, reason: str):
+        super().__init__(f"method '{key}' ({title}) explains a class score, and {reason}; "
+                         "EigenCAM (method 'eigen') needs none")
+        self.reason = reason
+
+
 def _scores(model, values: dict, key: str, method: CamMethod):
     """``(scores (N, K), ClassOutput)``; without a class output, the method says why it needs one."""
     try:
         return class_scores(model, values=values)
     except UnsupportedModelError as e:
-        raise UnsupportedModelError(f"method '{key}' ({method.title}) explains a class score, and {e}; "
-                                    "EigenCAM (method 'eigen') needs none") from None
+        raise _NoClass(key, method.title, str(e)) from None
 
 
 def _targets(target, scores, n: int) -> np.ndarray:
@@ -234,7 +250,7 @@ def _targets(target, scores, n: int) -> np.ndarray:
     return t.astype(np.int64)
 
 
-def cam(model, images, method: str = "ablation", layer=None, target=None, *, batch_size: int = 32,
+def cam(model, images, method: str = "auto", layer=None, target=None, *, batch_size: int = 32,
         top_channels: int | None = None, sign_correction: bool = False, preprocess=None, size=None,
         labels=None, feeds=None, max_bytes=None, progress=None) -> Cam:
     """The class activation map of ``target`` (a class, one per image, or ``None``: each
@@ -247,10 +263,22 @@ def cam(model, images, method: str = "ablation", layer=None, target=None, *, bat
     ``sign_correction``: EigenCAM flips a map whose negative part is the larger; ``labels``:
     a file of class names, one a line (default: the ``onnxviz.labels`` metadata, else the
     indices); ``feeds``: the model's other inputs; ``progress``: ``callback(done, total)`` over
-    the runs of ``score`` and ``ablation``.
+    the runs of ``score`` and ``ablation``. ``method="auto"``: Grad-CAM, else AblationCAM where
+    no gradient can be built (:data:`AUTO`); the result's ``method`` says which ran.
     """
+    if method == "auto":
+        kw = dict(batch_size=batch_size, top_channels=top_channels, sign_correction=sign_correction,
+                  preprocess=preprocess, size=size, labels=labels, feeds=feeds, max_bytes=max_bytes, progress=progress)
+        try:
+            return cam(model, images, AUTO, layer, target, **kw)
+        except _NoClass as e:  # no class to explain: AblationCAM cannot either
+            raise _NoClass("auto", "Grad-CAM, else AblationCAM", e.reason) from None
+        except UnsupportedModelError as e:
+            warnings.warn(f"AblationCAM instead of Grad-CAM (method 'auto'): Grad-CAM needs a gradient, and {e}",
+                          OnnxvizWarning, stacklevel=2)
+            return cam(model, images, AUTO_FALLBACK, layer, target, **kw)
     if method not in METHODS:
-        raise OnnxvizError(f"unknown CAM method '{method}'; methods are: {', '.join(METHODS)}")
+        raise OnnxvizError(f"unknown CAM method '{method}'; methods are: auto, {', '.join(METHODS)}")
     impl = METHODS[method]()
     _check_options(method, impl, {"batch_size": batch_size, "top_channels": top_channels,
                                   "sign_correction": sign_correction})

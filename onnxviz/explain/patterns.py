@@ -10,6 +10,8 @@ onnxruntime run:
    ``start="gray"`` instead: the image that is for a [−1, 1] input, mid-gray pixels
    ``127.5 + (u − 0.5)·0.25·127.5``, preprocessed as the model's images are (for a ``unit`` or
    ``raw`` model the Keras start is a black image, on which many ReLU channels are dead);
+   or an array ``(K, *input)``: the images to start from, in the input's space and layout
+   (one step from another loop's image: the step-by-step comparison of the tests);
 2. objective: the mean of the channel's feature map away from a ``border`` (2) pixel border;
 3. ``steps`` (30) times: ``x += lr · g / ‖g‖₂`` (``tf.math.l2_normalize``: ε = 1e-12 on the
    squared norm; per image), ``lr`` 10;
@@ -117,7 +119,7 @@ def _bgr(model) -> bool:
 
 
 def patterns(model, layer, channels=None, *, size=None, steps: int = 30, lr: float = 10.0, seed: int = 0,
-             batch: int = 16, jitter: int = 0, border: int = 2, crop: int = 25, start: str = "keras",
+             batch: int = 16, jitter: int = 0, border: int = 2, crop: int = 25, start="keras",
              revive: bool = False, max_bytes=None, progress=None) -> Patterns:
     """Gradient-ascent images for ``channels`` (default: all) of ``layer``: see the module.
 
@@ -152,7 +154,13 @@ def patterns(model, layer, channels=None, *, size=None, steps: int = 30, lr: flo
         raise LayerError(f"channel {int(bad[0])} is out of range: layer '{layer}' has {count} channels "
                          f"(0–{count - 1})")
     k = len(chosen)
-    x = initial(model, k, hw, seed, start)
+    if isinstance(start, str):
+        x = initial(model, k, hw, seed, start)
+    else:
+        x = np.array(start, np.float32)  # a copy: the caller's array is not moved
+        if x.shape != (k, *shape[1:]):
+            raise OnnxvizError(f"start must be 'keras', 'gray' or an array of shape {[k, *shape[1:]]} "
+                               f"(one image per channel, as the input is laid out), not shape {list(x.shape)}")
     dtype = _NP_TYPES[inp.elem_type]
     step_b = run.batch_for((min(batch, k), *x.shape[1:]), min(max(1, int(batch)), k), max_bytes)
     shake = np.random.default_rng(seed + 1)

@@ -67,10 +67,6 @@ def _unavailable(option: str, why: str) -> str:
     return why
 
 
-#: The CAM method a report uses unless told: Grad-CAM, one forward and backward run for all
-#: its maps; where the gradient cannot be built (an op without a backward rule), AblationCAM,
-#: which runs forward only (the graph after the layer, once per channel).
-CAM_DEFAULT, CAM_FALLBACK = "grad", "ablation"
 #: Classes per image the CAM section explains: the top ones.
 CAM_CLASSES = 3
 
@@ -85,8 +81,8 @@ def check_cam(method) -> None:
 
 def cam_sections(ctx: Context) -> dict:
     """Per image, the class activation maps of its top :data:`CAM_CLASSES` classes over the
-    image (``cam``: a method of :func:`onnxviz.cam`; ``"auto"``: :data:`CAM_DEFAULT`, else
-    :data:`CAM_FALLBACK`; ``None``/``"none"``: no maps). EigenCAM explains no class: one map
+    image (``cam``: a method of :func:`onnxviz.cam`, ``"auto"`` its default: Grad-CAM, else
+    AblationCAM where no gradient can be built; ``None``/``"none"``: no maps). EigenCAM explains no class: one map
     per image."""
     title = "Class activation maps"
     asked = ctx.options.get("cam") or "none"
@@ -119,27 +115,19 @@ def cam_sections(ctx: Context) -> dict:
 def _cams(ctx: Context, asked: str):
     """The :class:`~onnxviz.explain.base.Cam` of every used image's top classes, in one call,
     and the section's note."""
-    from ..explain.cam import cam
-    from ..errors import UnsupportedModelError
+    from ..explain.cam import AUTO, cam
 
-    method = CAM_DEFAULT if asked == "auto" else asked
     o = ctx.options
     kw = dict(preprocess=o.get("preprocess"), size=o.get("size"), labels=o.get("labels"),
               max_bytes=o.get("max_bytes"))
-    if method == "eigen":
+    if asked == "eigen":
         return cam(ctx.model, list(ctx.arrays), "eigen", **kw), "EigenCAM explains no class: one map per image"
     k = min(CAM_CLASSES, ctx.scores.shape[1])
     targets = np.argsort(-ctx.scores.astype(np.float64), axis=1, kind="stable")[:, :k].reshape(-1)
     images = [a for a in ctx.arrays for _ in range(k)]
-    note = f"the top {k} classes of each image"
-    try:
-        return cam(ctx.model, images, method, target=targets, **kw), note
-    except UnsupportedModelError as e:
-        if asked != "auto":
-            raise
-        warnings.warn(f"the report's class activation maps are AblationCAM's: Grad-CAM needs a gradient, and {e}",
-                      OnnxvizWarning, stacklevel=4)
-        return cam(ctx.model, images, CAM_FALLBACK, target=targets, **kw), note + " (AblationCAM: no gradient)"
+    c = cam(ctx.model, images, asked, target=targets, **kw)  # auto: Grad-CAM, else AblationCAM (with a warning)
+    fallback = " (AblationCAM: no gradient)" if asked == "auto" and c.method != AUTO else ""
+    return c, f"the top {k} classes of each image{fallback}"
 
 
 #: Channels per layer the report's pattern section draws (``--patterns`` asks for them).
