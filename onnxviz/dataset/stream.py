@@ -50,8 +50,11 @@ class Scorer:
     """One model (and its cached onnxruntime session): decodes images and scores batches.
 
     Its session's idle threads sleep (``spin=False``) so that decoding the next batch gets the
-    cores between runs, and it keeps onnxruntime's memory arena: every run has the same shapes,
-    so the arena is reused, where without it the C allocator keeps what the runs freed, in
+    cores between runs, unless the model takes one image a run (a fixed batch of 1): then
+    every run is short, and waking the threads for each of its ops costs more than decoding
+    gains (the onnx wheel's SqueezeNet, 400 images, quiet machine: 154 images/s sleeping, 180
+    spinning; the plain loop 163-193). It keeps onnxruntime's memory arena: every run has the
+    same shapes, so the arena is reused, where without it the C allocator keeps what the runs freed, in
     steps (demo model, 3,000 images: 131.5-132.2 MB peak RSS in three passes with it,
     137.8-151.6 MB without, in steps at 512-1,536 images). ``threads``: its intra-op threads
     (0: every core). ``model``: an opened model to take the graph from (its own sessions and
@@ -63,7 +66,8 @@ class Scorer:
 
         self.job = job
         self.model = Model(model.proto, model.path, model.base_dir) if model is not None else load(job.model_path)
-        self.model.session_options = {"threads": threads, "spin": False, "arena": True}
+        batch = self.model.input.shape[0] if self.model.input and self.model.input.shape else None
+        self.model.session_options = {"threads": threads, "spin": batch == 1, "arena": True}
         self.layers = self.model.select(list(job.layers))
         probe = input_tensor(self.model, np.zeros((8, 8, 3), np.uint8), preprocess=job.preset, size=job.size)
         layout = self.model.input.layout
