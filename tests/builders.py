@@ -106,6 +106,19 @@ def vgg_like(shape=(1, 3, 16, 16), seed=0, names=("b1c1", "b1c2", "b2c1"), metad
     return net, net.model(metadata=metadata)
 
 
+def no_gradient_classifier(side=32, seed=3):
+    """conv-ReLU ×2 (c0, c1), GlobalAveragePool, Flatten, Sin, Gemm(6→4): a class output with an
+    op on the path (Sin) that has no gradient rule; preprocessing ``unit``."""
+    net = Net(("N", 3, side, side), seed=seed)
+    net.conv(3, 4, name="c0"); net.act()
+    net.conv(4, 6, name="c1"); net.act()
+    net.cur = net.node("GlobalAveragePool", [net.cur])
+    net.cur = net.node("Flatten", [net.cur])
+    net.cur = net.node("Sin", [net.cur])
+    net.cur = net.node("Gemm", [net.cur, net.init("w", net.r.standard_normal((6, 4)).astype(np.float32))])
+    return net.model(metadata={"onnxviz.preprocess": "unit"})
+
+
 def save(model, path, external=False):
     if external:
         onnx.save(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,

@@ -456,20 +456,13 @@ def test_no_budget_runs_unchecked(tmp_path, photos):
 def test_auto_is_grad_cam_else_ablation_cam(tmp_path, photos):
     """The default method: Grad-CAM; AblationCAM, said, where an op on the path (Sin) has no
     gradient rule; on a model without class output the error names 'auto' and EigenCAM."""
-    from builders import Net, save
+    from builders import no_gradient_classifier, save
 
     path, _ = classifier(tmp_path / "m.onnx")
     m = onnxviz.load(path)
     c, want = onnxviz.cam(m, photos), onnxviz.cam(m, photos, "grad")
     assert c.method == "grad" and np.array_equal(c.heatmap, want.heatmap)
-    net = Net(("N", 3, 20, 20), seed=3)
-    net.conv(3, 4, name="c0"); net.act()
-    net.conv(4, 6, name="c1"); net.act()
-    net.cur = net.node("GlobalAveragePool", [net.cur])
-    net.cur = net.node("Flatten", [net.cur])
-    net.cur = net.node("Sin", [net.cur])
-    net.cur = net.node("Gemm", [net.cur, net.init("w", net.r.standard_normal((6, 4)).astype(np.float32))])
-    sin = onnxviz.load(save(net.model(metadata={"onnxviz.preprocess": "unit"}), tmp_path / "sin.onnx"))
+    sin = onnxviz.load(save(no_gradient_classifier(SIDE), tmp_path / "sin.onnx"))
     x = np.random.default_rng(0).random((2, 3, 20, 20), np.float32)
     with pytest.warns(onnxviz.OnnxvizWarning) as caught:
         c = onnxviz.cam(sin, x, target=[1, 3])

@@ -203,16 +203,9 @@ def test_cam_section_is_the_cam_of_each_images_top_classes(model, method):
 
 def test_cam_section_falls_back_to_ablation_without_a_gradient(tmp_path):
     """An op without a backward rule on the path (Sin): the default becomes AblationCAM, said."""
-    from builders import Net, save
+    from builders import no_gradient_classifier, save
 
-    net = Net(("N", 3, 32, 32), seed=3)
-    net.conv(3, 4, name="c0"); net.act()
-    net.conv(4, 6, name="c1"); net.act()
-    net.cur = net.node("GlobalAveragePool", [net.cur])
-    net.cur = net.node("Flatten", [net.cur])
-    net.cur = net.node("Sin", [net.cur])
-    net.cur = net.node("Gemm", [net.cur, net.init("w", net.r.standard_normal((6, 4)).astype(np.float32))])
-    path = save(net.model(metadata={"onnxviz.preprocess": "unit"}), tmp_path / "sin.onnx")
+    path = save(no_gradient_classifier(32), tmp_path / "sin.onnx")
     with pytest.warns(onnxviz.OnnxvizWarning, match=r"^AblationCAM instead of Grad-CAM \(method 'auto'\): "
                                                     "Grad-CAM needs a gradient, and no gradient rule for Sin"):
         data = build(str(path), photos(tmp_path, 1), layers=["c1"])

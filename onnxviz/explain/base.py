@@ -104,8 +104,10 @@ class CamMethod:
     options: tuple = ()         # the options of cam() it takes besides the common ones
 
     def weights(self, ctx: Context) -> np.ndarray:
-        """``(N, C)`` channel weights."""
-        raise NotImplementedError
+        """``(N, C)`` channel weights: the hook of the methods that use the default :meth:`cam_image`
+        (the others, EigenCAM, LayerCAM, HiResCAM, override that instead)."""
+        raise TypeError(f"{type(self).__name__} overrides neither weights() nor cam_image(); a CAM method "
+                        "overrides one of them")
 
     def cam_image(self, ctx: Context) -> tuple[np.ndarray, np.ndarray | None]:
         """``(raw (N, h, w), weights (N, C) or None)``; default: ``Σ_c w_c · A_c``."""

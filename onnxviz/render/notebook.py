@@ -23,6 +23,8 @@ subclasses alike; a result that cannot be drawn (a 4-D+ map) shows its text form
 
 from __future__ import annotations
 
+import abc
+
 from ..errors import OnnxvizError
 from .encode import png_bytes
 
@@ -32,12 +34,12 @@ __all__ = ["Pictured", "MAX_SHOWN"]
 MAX_SHOWN = 16
 
 
-class Pictured:
+class Pictured(abc.ABC):
     """Mixin: ``_repr_png_`` for one picture, ``_repr_html_`` for several (see the module)."""
 
+    @abc.abstractmethod
     def _pictures(self) -> list:
         """``[(title, draw), …]``: ``draw()`` returns a PIL image. The one hook to override."""
-        raise NotImplementedError
 
     def _repr_png_(self):
         pictures = list(self._pictures())
