@@ -16,6 +16,7 @@ __all__ = [
     "OutputError",
     "ResourceError",
     "UnsupportedModelError",
+    "GradientError",
     "OnnxvizWarning",
 ]
 
@@ -34,6 +35,11 @@ class ModelError(OnnxvizError):
 
 class UnsupportedModelError(ModelError):
     """A valid model that onnxviz cannot show correctly (and says why)."""
+
+
+class GradientError(UnsupportedModelError):
+    """No gradient graph can be built for this model (an op on the path without a backward
+    rule, an opset too old to convert, an unknown element type); forward-only methods still work."""
 
 
 class LayerError(OnnxvizError, KeyError):

@@ -55,8 +55,8 @@ import numpy as np
 
 from .. import preprocess as prep
 from ..classes import class_scores, class_tensors, read_labels
-from ..errors import (ImageError, LayerError, ModelError, OnnxvizError, OnnxvizWarning, UnsupportedModelError,
-                      format_shape)
+from ..errors import (GradientError, ImageError, LayerError, ModelError, OnnxvizError, OnnxvizWarning,
+                      UnsupportedModelError, format_shape)
 from ..features import _other_feeds, _ready_tensor, input_tensor, run_tensors
 from ..graph.index import node_attr
 from .ablation import AblationCAM
@@ -268,12 +268,13 @@ def cam(model, images, method: str = "auto", layer=None, target=None, *, batch_s
     """
     if method == "auto":
         kw = dict(batch_size=batch_size, top_channels=top_channels, sign_correction=sign_correction,
-                  preprocess=preprocess, size=size, labels=labels, feeds=feeds, max_bytes=max_bytes, progress=progress)
+                  preprocess=preprocess, size=size, labels=labels, feeds=feeds, max_bytes=max_bytes,
+                  progress=progress)
         try:
             return cam(model, images, AUTO, layer, target, **kw)
         except _NoClass as e:  # no class to explain: AblationCAM cannot either
             raise _NoClass("auto", "Grad-CAM, else AblationCAM", e.reason) from None
-        except UnsupportedModelError as e:
+        except GradientError as e:  # only the gradient is missing: AblationCAM runs forward
             warnings.warn(f"AblationCAM instead of Grad-CAM (method 'auto'): Grad-CAM needs a gradient, and {e}",
                           OnnxvizWarning, stacklevel=2)
             return cam(model, images, AUTO_FALLBACK, layer, target, **kw)

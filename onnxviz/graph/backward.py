@@ -25,7 +25,7 @@ change with the class or channel):
 weights and other constant sub-expressions are not (no weight gradients). Each op's rule is
 in :data:`RULES` (one small function per op, with the example it was made for); an op on
 the path without one, a tensor that does not reach the objective, or a weight input on the
-path is a one-line :class:`~onnxviz.errors.UnsupportedModelError` / :class:`LayerError`.
+path is a one-line :class:`~onnxviz.errors.GradientError` (an ``UnsupportedModelError``) / :class:`LayerError`.
 ``guided=True`` applies guided backprop's ReLU rule (only positive gradients, through
 positive inputs). ``shared_ties=True`` lets 2×2 MaxPools share the gradient evenly between
 tied maxima instead of giving it to the first (torch's and TF's choice), which keeps their
@@ -55,7 +55,7 @@ from dataclasses import dataclass, field
 import onnx
 from onnx import helper
 
-from ..errors import LayerError, UnsupportedModelError, listing
+from ..errors import GradientError, LayerError, listing
 from . import rules_layers, rules_pointwise, rules_shape
 from .emit import PREFIX, Emitter
 from .index import Index, body_inputs
@@ -128,7 +128,7 @@ def _at_opset(model: onnx.ModelProto) -> onnx.ModelProto:
         from onnx import version_converter
         return version_converter.convert_version(model, MIN_OPSET)
     except Exception as e:
-        raise UnsupportedModelError(
+        raise GradientError(
             f"gradients need opset {MIN_OPSET} or later; the model is opset {version} and onnx's version "
             f"converter failed on it: {' '.join(str(e).split())[:200]}") from None
 
@@ -338,7 +338,7 @@ def _append_objective(e: Emitter, proto: onnx.ModelProto, terms, types: dict, in
     for seed, term, size in zip(seeds, terms, sizes):  # a seed is (batch, the term's size)
         elem = types.get(term.tensor, (None, 0))[1]
         if not elem:
-            raise UnsupportedModelError(f"the element type of '{term.tensor}' is unknown (shape inference could "
+            raise GradientError(f"the element type of '{term.tensor}' is unknown (shape inference could "
                                         "not type it)")
         graph.input.append(helper.make_tensor_value_info(seed, elem, ["N", size]))
     graph.node.extend(e.nodes)
@@ -385,13 +385,13 @@ def _check_rules(nodes, path, reached, live, wrt) -> None:
         start = next(w for w in wrt if any(o in reached[w] for o in node.output))
         if rule is None:
             hint = _HINTS.get(node.op_type)
-            raise UnsupportedModelError(
+            raise GradientError(
                 f"no gradient rule for {node.op_type} node '{node.name}' on the path "
                 f"{_route(nodes, start, node, live, OBJECTIVE)}" + (f": {hint}" if hint else
                 f"; ops with a rule: {listing(sorted({op for _, op in RULES}), 80)}"))
         for k, name in enumerate(node.input):
             if name in live and rule.inputs is not None and k not in rule.inputs + rule.type_only:
-                raise UnsupportedModelError(
+                raise GradientError(
                     f"the gradient of {node.op_type} '{node.name}' with respect to its input {k} ('{name}') is "
                     f"not supported (only input {', '.join(map(str, rule.inputs))}: weights are constants), and "
                     f"that input is on the path {_route(nodes, start, node, live, OBJECTIVE, via=name)}")
